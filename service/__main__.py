@@ -1,0 +1,155 @@
+"""The `exstream` command: serve, check a configuration, or write a demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+from loguru import logger
+
+from service import __version__
+from service.config import Settings, load_settings
+from service.errors import ConfigError
+
+DEFAULT_CONFIG = "channels.toml"
+
+DESCRIPTION = """\
+exstream turns media files into live TV channels served as HTTP MPEG-TS.
+
+  exstream serve --config channels.toml   run the service
+  exstream check channels.toml            validate a configuration and probe its media
+  exstream demo data/demo                 write demo media and a config, then serve it
+
+Environment: EXSTREAM_HOST, EXSTREAM_PORT, EXSTREAM_DATA_DIR, EXSTREAM_PUBLIC_URL,
+EXSTREAM_LOG_LEVEL, EXSTREAM_LOG_FORMAT (json|text), EXSTREAM_API_TOKEN override the
+[server] table; EXSTREAM_CONFIG names the config file. OpenTelemetry export is set with
+the standard OTEL_* variables. See README.md for every key.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="exstream",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    root.add_argument("--version", action="version", version=f"exstream {__version__}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument(
+        "--config",
+        default=os.environ.get("EXSTREAM_CONFIG", DEFAULT_CONFIG),
+        help="path of channels.toml (default: $EXSTREAM_CONFIG or ./channels.toml)",
+    )
+    check = commands.add_parser(
+        "check", help="validate a configuration; exit 2 when it has problems"
+    )
+    check.add_argument(
+        "config", nargs="?", default=os.environ.get("EXSTREAM_CONFIG", DEFAULT_CONFIG)
+    )
+    check.add_argument("--no-scan", action="store_true", help="do not probe the media files")
+    demo = commands.add_parser("demo", help="write demo media and channels.toml into DIR")
+    demo.add_argument("dir", type=Path)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8410)
+    demo.add_argument("--serve", action="store_true", help="serve the demo afterwards")
+    return root
+
+
+def _load(path: str) -> Settings:
+    try:
+        return load_settings(path, os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(settings: Settings) -> int:
+    from service.app import create_app
+    from telemetry.logging import configure_logging
+
+    server_settings = settings.server
+    configure_logging(server_settings.log_level, server_settings.log_format, enqueue=True)
+    for warning in settings.warnings:
+        logger.warning("{}: {}", settings.path, warning)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=server_settings.host,
+        port=server_settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def check(settings: Settings, scan: bool) -> int:
+    for warning in settings.warnings:
+        print(f"{settings.path}: warning: {warning}", file=sys.stderr)
+    if scan:
+        asyncio.run(_check_media(settings))
+    print(f"{settings.path}: ok, {len(settings.channels)} channel(s)")
+    return 0
+
+
+async def _check_media(settings: Settings) -> None:
+    from service.media import MediaScanner, ProbeCache
+
+    cache = ProbeCache(None)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if tty:
+            print(f"\r  probing media: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    scanner = MediaScanner(
+        settings.ffmpeg.ffprobe,
+        cache,
+        timeout=settings.ffmpeg.probe_timeout,
+        concurrency=settings.ffmpeg.probe_concurrency,
+        progress=progress,
+    )
+    for index, channel in enumerate(settings.channels):
+        result = await scanner.scan(channel.media)
+        if tty:
+            print(file=sys.stderr)
+        for skipped in result.skipped:
+            print(
+                f"{settings.path}: warning: channels[{index}].media: skipping {skipped.path}"
+                f" ({skipped.reason}: {skipped.detail})",
+                file=sys.stderr,
+            )
+        if not result.items:
+            print(
+                f"{settings.path}: warning: channels[{index}]: no playable media,"
+                " the channel will show the offline slate",
+                file=sys.stderr,
+            )
+    cache.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "demo":
+        from service.demo import write_demo
+
+        config = write_demo(args.dir, host=args.host, port=args.port)
+        print(f"wrote {config}")
+        return serve(_load(str(config))) if args.serve else 0
+    settings = _load(args.config)
+    if args.command == "check":
+        return check(settings, scan=not args.no_scan)
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

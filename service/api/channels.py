@@ -1,0 +1,102 @@
+"""`/api/channels`: what each channel is doing, and the operator's restart."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service.channels import Channel
+from service.errors import ExstreamError
+from service.runner import ChannelState
+from service.types import app_state
+
+
+class ChannelNotRunning(ExstreamError):
+    code = "channel_not_running"
+    status_code = 409
+
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+        super().__init__(channel)
+
+    def __str__(self) -> str:
+        return f"channel {self.channel} is not running; open its stream to start it"
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def channel_status(channel: Channel, base_url: str, now: float) -> dict[str, Any]:
+    runner = channel.runner
+    current = channel.playout.entry_at(now)
+    uptime = None
+    if runner.running and runner.started_at is not None:
+        uptime = round(time.monotonic() - runner.started_at, 3)
+    return {
+        "number": channel.number,
+        "name": channel.config.name,
+        "mode": channel.config.mode,
+        "state": runner.state.value,
+        "viewers": channel.viewers,
+        "pid": runner.pid,
+        "uptime_seconds": uptime,
+        "restarts": runner.restarts,
+        "failure": runner.failure,
+        "last_output_at": rfc3339(runner.last_output_wall),
+        "current": None
+        if current is None
+        else {
+            "title": current.item.title,
+            "path": current.item.path,
+            "start": rfc3339(current.start),
+            "end": rfc3339(current.end),
+            "offset_seconds": round(current.inpoint + now - current.start, 3),
+        },
+        "media_items": len(channel.playout.items),
+        "skipped_media": [{"path": s.path, "reason": s.reason} for s in channel.skipped],
+        "horizon_seconds": round(channel.playout.horizon(now), 3),
+        "stream_url": f"{base_url}/stream/{channel.number}.ts",
+    }
+
+
+def base_url(request: Request) -> str:
+    public = app_state(request).settings.server.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+async def list_channels(request: Request) -> JSONResponse:
+    state = app_state(request)
+    now = state.channels.wall()
+    url = base_url(request)
+    return JSONResponse(
+        {"channels": [channel_status(c, url, now) for c in state.channels.channels.values()]}
+    )
+
+
+async def get_channel(request: Request) -> JSONResponse:
+    state = app_state(request)
+    channel = state.channels.get(request.path_params["number"])
+    return JSONResponse(channel_status(channel, base_url(request), state.channels.wall()))
+
+
+async def restart_channel(request: Request) -> JSONResponse:
+    """Reset a failed channel, or restart a running one now (outside the restart budget)."""
+    state = app_state(request)
+    channel = state.channels.get(request.path_params["number"])
+    runner = channel.runner
+    if runner.state == ChannelState.FAILED:
+        runner.reset()
+        action = "reset"
+    elif runner.running:
+        runner.restart_now()
+        action = "restarted"
+    else:
+        raise ChannelNotRunning(channel.number)
+    return JSONResponse({"number": channel.number, "action": action}, status_code=202)

@@ -1,0 +1,108 @@
+"""`GET /stream/{number}.ts`: one viewer's MPEG-TS over HTTP.
+
+The response is a plain ASGI loop, not StreamingResponse: nothing runs per chunk but the
+send itself. A viewer that stops reading is dropped after `send_timeout`; one that
+falls out of the channel's buffer is dropped at its next read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AbstractAsyncContextManager
+
+from loguru import logger
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from service.hub import Subscription, ViewerDropped
+from service.types import app_state
+from telemetry.metrics import Metrics
+
+
+class TransportStreamResponse(Response):
+    media_type = "video/mp2t"
+
+    def __init__(
+        self,
+        watch: AbstractAsyncContextManager[Subscription],
+        subscription: Subscription,
+        *,
+        channel: str,
+        send_timeout: float,
+        metrics: Metrics,
+    ) -> None:
+        super().__init__(
+            headers={"Cache-Control": "no-cache, no-store", "X-Content-Type-Options": "nosniff"},
+            media_type=self.media_type,
+        )
+        del self.headers["content-length"]
+        self.watch = watch
+        self.subscription = subscription
+        self.channel = channel
+        self.send_timeout = send_timeout
+        self.metrics = metrics
+        self.sent = 0
+        self.reason = "ended"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.monotonic()
+        log = logger.bind(channel=self.channel)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            pump = asyncio.create_task(self._pump(send))
+            listen = asyncio.create_task(_wait_for_disconnect(receive))
+            done, pending = await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if listen in done:
+                self.reason = "client_closed"
+            elif pump.result():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await self.watch.__aexit__(None, None, None)
+            log.info(
+                "viewer of channel {} left after {:.1f}s, {} bytes ({})",
+                self.channel, time.monotonic() - started, self.sent, self.reason,
+                bytes_sent=self.sent, reason=self.reason,
+            )  # fmt: skip
+
+    async def _pump(self, send: Send) -> bool:
+        """Copy batches until the hub ends; False when the response cannot be finished."""
+        sub = self.subscription
+        try:
+            async for batch in sub.batches():
+                try:
+                    async with asyncio.timeout(self.send_timeout):
+                        await send({"type": "http.response.body", "body": batch, "more_body": True})
+                except TimeoutError:
+                    sub.hub.drop(sub, "send_timeout")
+                    self.reason = "send_timeout"
+                    return False
+                self.sent += len(batch)
+        except ViewerDropped as exc:
+            self.reason = exc.reason
+            return True
+        self.reason = "channel_closed"
+        return True
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def stream(request: Request) -> Response:
+    state = app_state(request)
+    number: int = request.path_params["number"]
+    watch = state.channels.watch(number)
+    subscription = await watch.__aenter__()
+    return TransportStreamResponse(
+        watch,
+        subscription,
+        channel=str(number),
+        send_timeout=state.settings.stream.send_timeout,
+        metrics=state.metrics,
+    )

@@ -1,0 +1,199 @@
+"""The application factory: routes, error handling, and the lifespan that owns the graph."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from service.api import channels, iptv, probes, streams
+from service.channels import ChannelRegistry
+from service.config import Settings
+from service.errors import ExstreamError
+from service.ffmpeg import ManagedProcess
+from service.health import HealthMonitor, measure_loop_lag
+from service.httpmetrics import HttpMetricsMiddleware
+from service.media import MediaScanner, ProbeCache, log_progress
+from service.pool import ProcessFactory, ProcessPool
+from service.ratelimit import TokenBucket
+from service.restart import RestartPolicy
+from service.types import AppState
+from telemetry.metrics import Metrics, metrics_app
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+}
+
+
+async def exstream_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ExstreamError)
+    return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status_code)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    logger.opt(exception=exc).error("unhandled error on {} {}", request.method, request.url.path)
+    return JSONResponse({"error": "internal_error", "detail": "internal error"}, status_code=500)
+
+
+def routes(metrics: Metrics) -> list[Route | Mount]:
+    return [
+        Route("/stream/{number:int}.ts", streams.stream, methods=["GET"]),
+        Route("/iptv/channels.m3u", iptv.m3u, methods=["GET"]),
+        Route("/iptv/xmltv.xml", iptv.xmltv, methods=["GET"]),
+        Route("/discover.json", iptv.discover, methods=["GET"]),
+        Route("/lineup.json", iptv.lineup, methods=["GET"]),
+        Route("/lineup_status.json", iptv.lineup_status, methods=["GET"]),
+        Route("/api/channels", channels.list_channels, methods=["GET"]),
+        Route("/api/channels/{number:int}", channels.get_channel, methods=["GET"]),
+        Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),
+        Route("/healthz", probes.healthz, methods=["GET"]),
+        Route("/readyz", probes.readyz, methods=["GET"]),
+        Mount("/metrics", app=metrics_app(metrics.registry)),
+    ]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    process_factory: ProcessFactory = ManagedProcess,
+) -> Starlette:
+    metrics = Metrics(registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with contextlib.AsyncExitStack() as stack:
+            state = await _build(settings, metrics, process_factory, stack)
+            tasks = [
+                asyncio.create_task(_forever(state.monitor.run, "health monitor")),
+                asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
+                asyncio.create_task(_forever(lambda: measure_loop_lag(metrics), "loop lag")),
+            ]
+            state.channels.start_always_on()
+            logger.info(
+                "exstream ready: {} channel(s) on http://{}:{}",
+                len(settings.channels), settings.server.host, settings.server.port,
+            )  # fmt: skip
+            try:
+                yield {"exstream": state}
+            finally:
+                await _shutdown(state, tasks, settings.server.graceful_shutdown)
+
+    return Starlette(
+        routes=routes(metrics),
+        middleware=[Middleware(HttpMetricsMiddleware, metrics=metrics)],
+        exception_handlers={
+            ExstreamError: exstream_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def _build(
+    settings: Settings,
+    metrics: Metrics,
+    process_factory: ProcessFactory,
+    stack: contextlib.AsyncExitStack,
+) -> AppState:
+    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    bucket = TokenBucket(settings.pool.spawn_rate, settings.pool.spawn_burst)
+    pool = ProcessPool(
+        settings.pool.max_processes,
+        bucket,
+        metrics,
+        acquire_timeout=settings.pool.acquire_timeout,
+        process_factory=process_factory,
+    )
+    health = settings.health
+    policy = RestartPolicy(
+        health.max_restarts,
+        health.restart_window,
+        backoff_initial=health.backoff_initial,
+        backoff_max=health.backoff_max,
+        max_in_flight=health.max_in_flight,
+    )
+    cache = ProbeCache(settings.server.data_dir / "media-cache.sqlite")
+    stack.callback(cache.close)
+    scanner = MediaScanner(
+        settings.ffmpeg.ffprobe,
+        cache,
+        timeout=settings.ffmpeg.probe_timeout,
+        concurrency=settings.ffmpeg.probe_concurrency,
+        progress=log_progress("channels"),
+    )
+    registry = ChannelRegistry(settings, pool=pool, policy=policy, scanner=scanner, metrics=metrics)
+    monitor = HealthMonitor(
+        registry.runners,
+        check_interval=health.check_interval,
+        stall_timeout=health.stall_timeout,
+        metrics=metrics,
+    )
+    await registry.refresh_all()
+    return AppState(
+        settings=settings,
+        metrics=metrics,
+        channels=registry,
+        pool=pool,
+        monitor=monitor,
+        ffmpeg_found=shutil.which(settings.ffmpeg.ffmpeg) is not None,
+        started_at=time.monotonic(),
+    )
+
+
+async def _forever(run: Callable[[], Awaitable[None]], name: str) -> None:
+    """Run a background loop; log and restart it if it fails, so one bug cannot stop it."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("background task {} failed; restarting it in 1s", name)
+            await asyncio.sleep(1.0)
+
+
+async def _shutdown(state: AppState, tasks: list[asyncio.Task[None]], timeout: float) -> None:
+    """Ordered, each step bounded: viewers -> background loops -> channels -> pool."""
+    logger.info("exstream shutting down")
+    state.channels.close_hubs()
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    await state.channels.stop_all(timeout)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await state.pool.close()
+    logger.info("exstream stopped")

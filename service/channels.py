@@ -1,0 +1,208 @@
+"""The set of channels: media scans, playout rebuilds, on-demand starts and idle stops."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from loguru import logger
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
+from service.config import ChannelConfig, Settings
+from service.errors import ChannelNotFound, ChannelUnavailable, ServiceStopping
+from service.hub import Hub, Subscription
+from service.media import MediaScanner, Skipped
+from service.playout import Playout
+from service.pool import ProcessPool
+from service.ratelimit import Clock
+from service.restart import RestartPolicy
+from service.runner import ChannelRunner, ChannelState
+from telemetry.metrics import Metrics
+
+
+@dataclass(eq=False)
+class Channel:
+    config: ChannelConfig
+    hub: Hub
+    playout: Playout
+    runner: ChannelRunner
+    skipped: list[Skipped] = field(default_factory=list)
+    viewers: int = 0
+    idle_stop: asyncio.Task[None] | None = None
+
+    @property
+    def number(self) -> int:
+        return self.config.number
+
+
+class ChannelRegistry:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: ProcessPool,
+        policy: RestartPolicy,
+        scanner: MediaScanner,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+    ) -> None:
+        self.settings = settings
+        self.scanner = scanner
+        self.metrics = metrics
+        self.tracer = tracer or trace.get_tracer("exstream")
+        self.wall = wall
+        self.closing = False
+        self.channels: dict[int, Channel] = {}
+        work_dir = settings.server.data_dir / "run"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        epoch = settings.playout.epoch.timestamp()
+        for config in settings.channels:
+            key = str(config.number)
+            hub = Hub(
+                settings.stream.buffer_bytes,
+                on_drop=functools.partial(self._dropped, key),
+            )
+            playout = Playout(
+                epoch, settings.playout.min_horizon, seed=config.seed or 0, shuffle=config.shuffle
+            )
+            runner = ChannelRunner(
+                config, settings, hub=hub, playout=playout, pool=pool, policy=policy,
+                metrics=metrics, tracer=self.tracer, clock=clock, wall=wall, work_dir=work_dir,
+            )  # fmt: skip
+            self.channels[config.number] = Channel(config, hub, playout, runner)
+            metrics.channel_viewers.labels(channel=key).set(0)
+
+    def _dropped(self, key: str, reason: str) -> None:
+        self.metrics.viewer_drops.labels(channel=key, reason=reason).inc()
+        logger.bind(channel=key).warning("viewer of channel {} dropped: {}", key, reason)
+
+    def runners(self) -> list[ChannelRunner]:
+        return [c.runner for c in self.channels.values()]
+
+    def get(self, number: int) -> Channel:
+        channel = self.channels.get(number)
+        if channel is None:
+            raise ChannelNotFound(str(number))
+        return channel
+
+    # --- media and playout ---------------------------------------------------------------
+
+    async def refresh(self, channel: Channel) -> str:
+        """Rescan the channel's media and rebuild its playout; returns the rebuild result."""
+        key = str(channel.number)
+        with self.tracer.start_as_current_span(
+            "media.scan", attributes={"exstream.channel": key}
+        ) as span:
+            scan = await self.scanner.scan(channel.config.media)
+            span.set_attribute("exstream.items", len(scan.items))
+            span.set_attribute("exstream.skipped", len(scan.skipped))
+        known = {s.path for s in channel.skipped}
+        for skipped in scan.skipped:
+            if skipped.path not in known:
+                self.metrics.media_skipped.labels(reason=skipped.reason).inc()
+                logger.bind(channel=key).warning(
+                    "skipping {} ({}): {}", skipped.path, skipped.reason, skipped.detail,
+                    path=skipped.path, reason=skipped.reason,
+                )  # fmt: skip
+        channel.skipped = scan.skipped
+        with self.tracer.start_as_current_span(
+            "playout.rebuild", attributes={"exstream.channel": key}
+        ) as span:
+            had_content = bool(channel.playout.items)
+            result = channel.playout.rebuild(scan.items, self.wall())
+            horizon = channel.playout.horizon(self.wall())
+            span.set_attribute("exstream.result", result)
+            span.set_attribute("exstream.horizon_seconds", horizon)
+        self.metrics.playout_rebuilds.labels(channel=key, result=result).inc()
+        self.metrics.playout_horizon.labels(channel=key).set(horizon)
+        self.metrics.media_items.labels(channel=key).set(len(scan.items))
+        if result == "empty":
+            logger.bind(channel=key).warning("channel {} has nothing to play: slate", key)
+        elif not had_content:
+            channel.runner.content_changed()
+        return result
+
+    async def refresh_all(self) -> None:
+        for channel in self.channels.values():
+            await self.refresh(channel)
+
+    async def run_rebuilds(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.playout.rebuild_interval)
+            for channel in self.channels.values():
+                try:
+                    await self.refresh(channel)
+                except Exception:
+                    self.metrics.playout_rebuilds.labels(
+                        channel=str(channel.number), result="error"
+                    ).inc()
+                    logger.bind(channel=str(channel.number)).exception("playout rebuild failed")
+
+    # --- viewers -------------------------------------------------------------------------
+
+    def start_always_on(self) -> None:
+        for channel in self.channels.values():
+            if channel.config.always_on:
+                channel.runner.start()
+
+    @asynccontextmanager
+    async def watch(self, number: int) -> AsyncIterator[Subscription]:
+        """A viewer's hold on a channel: starts it on demand, stops it after the idle grace."""
+        channel = self.get(number)
+        if self.closing:
+            raise ServiceStopping()
+        if channel.runner.state == ChannelState.FAILED:
+            raise ChannelUnavailable(number, channel.runner.failure or "failed")
+        channel.viewers += 1
+        self._viewers_changed(channel)
+        try:
+            channel.runner.start()
+            await channel.runner.wait_ready(self.settings.stream.start_timeout)
+            sub = channel.hub.subscribe()
+            try:
+                yield sub
+            finally:
+                channel.hub.unsubscribe(sub)
+        finally:
+            channel.viewers -= 1
+            self._viewers_changed(channel)
+
+    def _viewers_changed(self, channel: Channel) -> None:
+        self.metrics.channel_viewers.labels(channel=str(channel.number)).set(channel.viewers)
+        if channel.viewers > 0:
+            if channel.idle_stop is not None:
+                channel.idle_stop.cancel()
+                channel.idle_stop = None
+        elif not channel.config.always_on and not self.closing and channel.idle_stop is None:
+            channel.idle_stop = asyncio.create_task(self._stop_when_idle(channel))
+
+    async def _stop_when_idle(self, channel: Channel) -> None:
+        await asyncio.sleep(channel.config.idle_grace)
+        channel.idle_stop = None
+        if channel.viewers == 0 and channel.runner.running:
+            logger.bind(channel=str(channel.number)).info(
+                "channel {} idle for {:g}s: stopping", channel.number, channel.config.idle_grace
+            )
+            await channel.runner.stop()
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    def close_hubs(self) -> None:
+        """End every viewer's stream (the first step of shutdown)."""
+        self.closing = True
+        for channel in self.channels.values():
+            channel.hub.close()
+
+    async def stop_all(self, timeout: float) -> None:
+        self.closing = True
+        for channel in self.channels.values():
+            if channel.idle_stop is not None:
+                channel.idle_stop.cancel()
+        await asyncio.gather(*(c.runner.stop(timeout) for c in self.channels.values()))

@@ -1,0 +1,140 @@
+"""Health: a pure classification of channel snapshots, and the loop that acts on it.
+
+Only a stalled process is acted on here (its group is killed, the runner restarts it
+through the policy, and the restart span links back to this check). An exited process
+is seen by its runner at once; a channel on the slate, an idle on-demand channel and a
+failed channel are states, not faults to restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from loguru import logger
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
+from service.ratelimit import Clock, Sleep
+from service.runner import ChannelRunner, ChannelState
+from telemetry.metrics import Metrics
+
+
+class Verdict(enum.StrEnum):
+    HEALTHY = "healthy"
+    STARTING = "starting"
+    EXITED = "exited"
+    STALLED = "stalled"
+    NO_CONTENT = "no_content"
+    IDLE = "idle"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    channel: str
+    state: ChannelState
+    supervised: bool  # the runner's task is alive
+    pid: int | None  # the running process, if any
+    exit_code: int | None  # set when the process ended and the runner has not moved on
+    since_output: float | None  # seconds since the current process last wrote (or started)
+    stall_timeout: float
+
+
+def classify(snapshot: HealthSnapshot) -> Verdict:
+    if snapshot.state == ChannelState.FAILED:
+        return Verdict.FAILED
+    if not snapshot.supervised or snapshot.state == ChannelState.STOPPED:
+        return Verdict.IDLE
+    if snapshot.exit_code is not None:
+        return Verdict.EXITED
+    if snapshot.pid is None:
+        return Verdict.STARTING
+    if snapshot.since_output is not None and snapshot.since_output > snapshot.stall_timeout:
+        return Verdict.STALLED
+    if snapshot.state == ChannelState.SLATE:
+        return Verdict.NO_CONTENT
+    if snapshot.state in (ChannelState.STARTING, ChannelState.RESTARTING):
+        return Verdict.STARTING
+    return Verdict.HEALTHY
+
+
+def snapshot_of(runner: ChannelRunner, now: float, stall_timeout: float) -> HealthSnapshot:
+    proc = runner.process
+    since: float | None = None
+    if proc is not None and runner.spawned_at is not None:
+        reference = max(runner.spawned_at, runner.last_output_at or runner.spawned_at)
+        since = now - reference
+    return HealthSnapshot(
+        channel=runner.key,
+        state=runner.state,
+        supervised=runner.running,
+        pid=proc.pid if proc is not None and proc.returncode is None else None,
+        exit_code=proc.returncode if proc is not None else None,
+        since_output=since,
+        stall_timeout=stall_timeout,
+    )
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        runners: Callable[[], Iterable[ChannelRunner]],
+        *,
+        check_interval: float,
+        stall_timeout: float,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.runners = runners
+        self.check_interval = check_interval
+        self.stall_timeout = stall_timeout
+        self.metrics = metrics
+        self.tracer = tracer or trace.get_tracer("exstream")
+        self.clock = clock
+        self.sleep = sleep
+        self.verdicts: dict[str, Verdict] = {}
+
+    async def run(self) -> None:
+        while True:
+            await self.sleep(self.check_interval)
+            self.check()
+
+    def check(self) -> dict[str, Verdict]:
+        now = self.clock()
+        for runner in self.runners():
+            snapshot = snapshot_of(runner, now, self.stall_timeout)
+            verdict = classify(snapshot)
+            self.verdicts[runner.key] = verdict
+            if verdict == Verdict.STALLED:
+                self._stalled(runner, snapshot)
+        return dict(self.verdicts)
+
+    def _stalled(self, runner: ChannelRunner, snapshot: HealthSnapshot) -> None:
+        attributes: dict[str, str | float | int] = {
+            "exstream.channel": runner.key,
+            "exstream.reason": Verdict.STALLED.value,
+            "exstream.since_output_seconds": snapshot.since_output or 0.0,
+            "process.pid": snapshot.pid or 0,
+        }
+        with self.tracer.start_as_current_span("health.check", attributes=attributes) as span:
+            logger.bind(channel=runner.key).warning(
+                "channel {} stalled: no output for {:.1f}s (limit {:g}s), killing pid {}",
+                runner.key, snapshot.since_output or 0.0, self.stall_timeout, snapshot.pid,
+                reason="stalled",
+            )  # fmt: skip
+            runner.kill_stalled(span.get_span_context())
+
+
+async def measure_loop_lag(metrics: Metrics, interval: float = 0.5) -> None:
+    """Sleep `interval` over and over; how late each wake-up comes is the loop's lag."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(interval)
+        metrics.event_loop_lag.observe(max(0.0, loop.time() - before - interval))

@@ -1,0 +1,160 @@
+"""Broadcast hub: one producer, many viewers, one shared bounded buffer.
+
+The producer appends chunks to a ring bounded in bytes; each viewer keeps a cursor into
+it. Publishing costs the same for 1 or 2,000 viewers. A viewer whose cursor falls out of
+the ring is dropped ("slow"); the channel and the other viewers never wait for it.
+New viewers start at a clean point: the latest PAT/PMT, then every packet since the
+last keyframe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from service.mpegts import Aligner, StartPoint
+
+
+class ViewerDropped(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return f"viewer dropped: {self.reason}"
+
+
+@dataclass(eq=False)
+class Subscription:
+    hub: Hub
+    cursor: int
+    first: bytes
+    dropped: str | None = None
+
+    async def batches(self) -> AsyncIterator[bytes]:
+        """Everything since the last call, joined; ends when the hub closes."""
+        if self.first:
+            yield self.first
+            self.first = b""
+        hub = self.hub
+        while True:
+            if self.dropped is not None:
+                raise ViewerDropped(self.dropped)
+            if self.cursor == hub.head:
+                if hub.closed:
+                    return
+                await hub.wait_for_data()
+                continue
+            batch = hub.read_from(self.cursor)
+            if batch is None:
+                hub.drop(self, "slow")
+                continue
+            self.cursor = hub.head
+            yield batch
+
+
+class Hub:
+    def __init__(
+        self,
+        buffer_bytes: int,
+        *,
+        gop_limit: int | None = None,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
+        self.buffer_bytes = buffer_bytes
+        self.gop_limit = gop_limit if gop_limit is not None else buffer_bytes
+        self.on_drop = on_drop
+        self.head = 0  # sequence number of the next chunk
+        self.closed = False
+        self.subscribers: set[Subscription] = set()
+        self.skipped_bytes = 0
+        self._ring: deque[bytes] = deque()
+        self._ring_bytes = 0
+        self._gop: list[bytes] = []
+        self._gop_bytes = 0
+        self._aligner = Aligner()
+        self._start = StartPoint()
+        self._data = asyncio.Event()
+
+    @property
+    def viewers(self) -> int:
+        return len(self.subscribers)
+
+    @property
+    def tail(self) -> int:
+        return self.head - len(self._ring)
+
+    def publish(self, data: bytes) -> int:
+        """Append producer bytes; returns how many whole packets' bytes were published."""
+        before = self._aligner.skipped
+        chunk = self._aligner.feed(data)
+        self.skipped_bytes += self._aligner.skipped - before
+        if not chunk:
+            return 0
+        keyframe = self._start.scan(chunk)
+        if keyframe is not None:
+            self._gop = [chunk[keyframe:]]
+            self._gop_bytes = len(chunk) - keyframe
+        elif self._gop:
+            self._gop.append(chunk)
+            self._gop_bytes += len(chunk)
+            if self._gop_bytes > self.gop_limit:
+                self._gop.clear()
+                self._gop_bytes = 0
+        self._ring.append(chunk)
+        self._ring_bytes += len(chunk)
+        self.head += 1
+        while self._ring_bytes > self.buffer_bytes and len(self._ring) > 1:
+            self._ring_bytes -= len(self._ring.popleft())
+        self._wake()
+        return len(chunk)
+
+    def discontinuity(self) -> None:
+        """A new producer process: forget partial packets and the old GOP."""
+        self._aligner.reset()
+        self._gop.clear()
+        self._gop_bytes = 0
+
+    def subscribe(self) -> Subscription:
+        if self.closed:
+            raise ViewerDropped("closed")
+        first = self._start.header + b"".join(self._gop) if self._gop else b""
+        sub = Subscription(self, self.head, first)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+
+    def read_from(self, cursor: int) -> bytes | None:
+        pending = self.head - cursor
+        if pending > len(self._ring):
+            return None
+        if pending == 1:
+            return self._ring[-1]
+        ring = self._ring
+        return b"".join([ring[i] for i in range(len(ring) - pending, len(ring))])
+
+    def lag(self, sub: Subscription) -> int:
+        return self.head - sub.cursor
+
+    def drop(self, sub: Subscription, reason: str) -> None:
+        if sub.dropped is None:
+            sub.dropped = reason
+            if self.on_drop is not None:
+                self.on_drop(reason)
+        self.subscribers.discard(sub)
+        self._wake()
+
+    async def wait_for_data(self) -> None:
+        await self._data.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        event, self._data = self._data, asyncio.Event()
+        event.set()

@@ -1,0 +1,255 @@
+"""The media library: expanding configured paths and probing files with ffprobe.
+
+Probe results are cached in SQLite by path, mtime and size, so a rescan only probes
+new or changed files. Unreadable or corrupt files are skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from loguru import logger
+
+from service.config import GLOB_CHARS
+
+MEDIA_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts"}
+    | {".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp"}
+)
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    path: str
+    duration: float
+    title: str
+    video_codec: str
+    audio_codec: str | None
+    width: int
+    height: int
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+    @property
+    def signature(self) -> tuple[str, str | None]:
+        """Items with the same signature can share one concat-demuxer process."""
+        return (self.video_codec, self.audio_codec)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str  # metric label: unreadable, no_video, timeout
+    detail: str
+
+
+@dataclass
+class ScanResult:
+    items: list[MediaItem] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def expand(patterns: Iterable[str]) -> list[Path]:
+    """Files named by `patterns` (files, directories searched recursively, globs), in order."""
+    seen: set[Path] = set()
+    found: list[Path] = []
+    for pattern in patterns:
+        if GLOB_CHARS & set(pattern):
+            matches = glob.glob(pattern, recursive=True)  # noqa: PTH207 (absolute patterns)
+            candidates = [Path(p) for p in sorted(matches)]
+        else:
+            candidates = [Path(pattern)]
+        for path in candidates:
+            if path.is_dir():
+                files = sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES
+                )
+            else:
+                files = [path]
+            for file in files:
+                if file not in seen:
+                    seen.add(file)
+                    found.append(file)
+    return found
+
+
+def item_from_probe(path: str, probe: dict[str, object]) -> MediaItem | Skipped:
+    streams = probe.get("streams")
+    fmt = probe.get("format")
+    if not isinstance(streams, list) or not isinstance(fmt, dict):
+        return Skipped(path, "unreadable", "ffprobe found no streams")
+    video = next(
+        (
+            s
+            for s in streams
+            if isinstance(s, dict)
+            and s.get("codec_type") == "video"
+            and not (s.get("disposition") or {}).get("attached_pic")
+        ),
+        None,
+    )
+    audio = next(
+        (s for s in streams if isinstance(s, dict) and s.get("codec_type") == "audio"), None
+    )
+    if video is None:
+        return Skipped(path, "no_video", "no video stream")
+    try:
+        duration = float(fmt.get("duration") or video.get("duration") or 0)
+    except (TypeError, ValueError):
+        duration = 0.0
+    if not duration > 0.5:
+        return Skipped(path, "unreadable", f"unknown or too short duration ({duration:g}s)")
+    tags = fmt.get("tags") if isinstance(fmt.get("tags"), dict) else {}
+    title = str((tags or {}).get("title") or Path(path).stem)
+    return MediaItem(
+        path=path,
+        duration=duration,
+        title=title,
+        video_codec=str(video.get("codec_name", "unknown")),
+        audio_codec=str(audio.get("codec_name", "unknown")) if audio else None,
+        width=int(video.get("width") or 0),
+        height=int(video.get("height") or 0),
+    )
+
+
+class ProbeCache:
+    """SQLite cache of probe results keyed by path, mtime and size."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS probe (path TEXT PRIMARY KEY, mtime_ns INTEGER,"
+            " size INTEGER, result TEXT)"
+        )
+        self._db.commit()
+
+    def get(self, path: str, mtime_ns: int, size: int) -> MediaItem | Skipped | None:
+        row = self._db.execute(
+            "SELECT result FROM probe WHERE path = ? AND mtime_ns = ? AND size = ?",
+            (path, mtime_ns, size),
+        ).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        kind = data.pop("kind")
+        return MediaItem(**data) if kind == "item" else Skipped(**data)
+
+    def put(self, path: str, mtime_ns: int, size: int, result: MediaItem | Skipped) -> None:
+        kind = "item" if isinstance(result, MediaItem) else "skipped"
+        self._db.execute(
+            "INSERT OR REPLACE INTO probe VALUES (?, ?, ?, ?)",
+            (path, mtime_ns, size, json.dumps({"kind": kind, **asdict(result)})),
+        )
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+Progress = Callable[[int, int], None]
+
+
+class MediaScanner:
+    def __init__(
+        self,
+        ffprobe: str,
+        cache: ProbeCache,
+        *,
+        timeout: float = 30.0,
+        concurrency: int = 4,
+        progress: Progress | None = None,
+    ) -> None:
+        self.ffprobe = ffprobe
+        self.cache = cache
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.progress = progress
+
+    async def scan(self, patterns: Sequence[str]) -> ScanResult:
+        files = await asyncio.to_thread(expand, patterns)
+        limit = asyncio.Semaphore(self.concurrency)
+        done = 0
+
+        async def one(path: Path) -> MediaItem | Skipped:
+            nonlocal done
+            async with limit:
+                result = await self.probe(path)
+            done += 1
+            if self.progress is not None:
+                self.progress(done, len(files))
+            return result
+
+        results = await asyncio.gather(*(one(p) for p in files))
+        scan = ScanResult()
+        for result in results:
+            if isinstance(result, MediaItem):
+                scan.items.append(result)
+            else:
+                scan.skipped.append(result)
+        return scan
+
+    async def probe(self, path: Path) -> MediaItem | Skipped:
+        name = str(path)
+        try:
+            stat = path.stat()  # noqa: ASYNC240 (one stat, not worth a thread)
+        except OSError as exc:
+            return Skipped(name, "unreadable", exc.strerror or str(exc))
+        cached = self.cache.get(name, stat.st_mtime_ns, stat.st_size)
+        if cached is not None:
+            return cached
+        result = await self._run_ffprobe(name)
+        if not (isinstance(result, Skipped) and result.reason == "timeout"):
+            self.cache.put(name, stat.st_mtime_ns, stat.st_size, result)
+        return result
+
+    async def _run_ffprobe(self, path: str) -> MediaItem | Skipped:
+        argv = [
+            self.ffprobe, "-v", "error", "-print_format", "json",
+            "-show_format", "-show_streams", "--", path,
+        ]  # fmt: skip
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            return Skipped(path, "unreadable", f"cannot run ffprobe: {exc}")
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return Skipped(path, "timeout", f"ffprobe took longer than {self.timeout:g}s")
+        if proc.returncode != 0:
+            detail = err.decode("utf-8", "replace").strip().splitlines()
+            return Skipped(path, "unreadable", detail[-1] if detail else "ffprobe failed")
+        try:
+            probe = json.loads(out)
+        except ValueError:
+            return Skipped(path, "unreadable", "ffprobe printed no JSON")
+        return item_from_probe(path, probe)
+
+
+def log_progress(label: str, every: float = 2.0) -> Progress:
+    """A progress callback that logs at most every `every` seconds, and at the end."""
+    last = 0.0
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done == total or now - last >= every:
+            last = now
+            logger.info("scanning media for {}: {}/{} files", label, done, total)
+
+    return report

@@ -1,0 +1,159 @@
+"""Schedule maths: which item plays at wall-clock time t, and from what offset.
+
+The schedule is anchored at an epoch: the library plays in order (or in a seeded
+shuffle per cycle) from the epoch on, looping, so it is the same after a restart.
+`Playout` keeps the entries from now to at least `min_horizon` ahead and a rebuild
+always extends them: there is no state in which it only reports a short schedule.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.ffmpeg import Part, Segment
+from service.media import MediaItem
+
+GUIDE_HORIZON = 24 * 3600.0
+EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Entry:
+    start: float
+    item: MediaItem
+    inpoint: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return self.item.duration - self.inpoint
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+def cycle_order(count: int, seed: int, cycle: int, shuffle: bool) -> list[int]:
+    order = list(range(count))
+    if shuffle:
+        random.Random(f"exstream:{seed}:{cycle}").shuffle(order)
+    return order
+
+
+def entries_from(
+    items: Sequence[MediaItem], epoch: float, t: float, *, seed: int = 0, shuffle: bool = False
+) -> Iterator[Entry]:
+    """The epoch-anchored schedule, from the entry that plays at `t` on, for ever."""
+    total = math.fsum(item.duration for item in items)
+    if not items or total <= 0:
+        return
+    cycle = math.floor((t - epoch) / total)
+    while True:
+        start = epoch + cycle * total
+        for index in cycle_order(len(items), seed, cycle, shuffle):
+            item = items[index]
+            if start + item.duration > t + EPSILON:
+                yield Entry(start, item)
+            start += item.duration
+        cycle += 1
+
+
+class Playout:
+    def __init__(
+        self,
+        epoch: float,
+        min_horizon: float,
+        *,
+        seed: int = 0,
+        shuffle: bool = False,
+        guide_horizon: float = GUIDE_HORIZON,
+    ) -> None:
+        self.epoch = epoch
+        self.min_horizon = min_horizon
+        self.target = max(min_horizon, guide_horizon)
+        self.seed = seed
+        self.shuffle = shuffle
+        self.items: tuple[MediaItem, ...] = ()
+        self.entries: list[Entry] = []
+        self._starts: list[float] = []
+
+    def rebuild(self, items: Sequence[MediaItem], now: float) -> str:
+        """Bring the schedule up to date; returns the result label (ok, replaced, empty)."""
+        items = tuple(items)
+        result = "ok"
+        if items != self.items:
+            current = self.entry_at(now)
+            self.items = items
+            self.entries = [current] if current is not None else []
+            result = "replaced"
+        if not self.items:
+            self.entries = [e for e in self.entries if e.end > now]
+            self._starts = [e.start for e in self.entries]
+            return "empty"
+        self.entries = [e for e in self.entries if e.end > now]
+        self._extend(now)
+        self._starts = [e.start for e in self.entries]
+        return result
+
+    def _extend(self, now: float) -> None:
+        until = now + self.target
+        if self.entries and self.entries[-1].end >= until:
+            return
+        after = self.entries[-1].end if self.entries else now
+        generated = entries_from(
+            self.items, self.epoch, after, seed=self.seed, shuffle=self.shuffle
+        )
+        for entry in generated:
+            if self.entries and entry.start < after:
+                # After a library change: join the new schedule mid-item, on time.
+                entry = Entry(after, entry.item, entry.inpoint + after - entry.start)
+            self.entries.append(entry)
+            if entry.end >= until:
+                break
+
+    def entry_at(self, t: float) -> Entry | None:
+        index = bisect.bisect_right(self._starts, t) - 1
+        if index < 0:
+            return None
+        entry = self.entries[index]
+        return entry if entry.start <= t < entry.end else None
+
+    def item_at(self, t: float) -> tuple[MediaItem, float] | None:
+        entry = self.entry_at(t)
+        if entry is None:
+            return None
+        return entry.item, entry.inpoint + (t - entry.start)
+
+    def horizon(self, now: float) -> float:
+        return max(0.0, self.entries[-1].end - now) if self.entries else 0.0
+
+    def between(self, start: float, end: float) -> list[Entry]:
+        first = max(0, bisect.bisect_right(self._starts, start) - 1)
+        return [e for e in self.entries[first:] if e.start < end and e.end > start]
+
+    def plan(
+        self, now: float, max_seconds: float, exists: Callable[[str], bool] | None = None
+    ) -> Segment | None:
+        """The segment a new process should play from `now`: entries of one signature."""
+        exists = exists or (lambda path: Path(path).is_file())
+        parts: list[Part] = []
+        seek = 0.0
+        signature = None
+        for entry in self.between(now, math.inf):
+            if not exists(entry.item.path):
+                if parts:
+                    break
+                continue
+            if not parts:
+                signature = entry.item.signature
+                seek = max(0.0, now - entry.start) if entry.start <= now else 0.0
+            elif entry.item.signature != signature:
+                break
+            parts.append(Part(entry.item.path, entry.inpoint, entry.duration, entry.item.has_audio))
+            if sum(p.duration for p in parts) - seek >= max_seconds:
+                break
+        return Segment(tuple(parts), seek) if parts else None

@@ -1,0 +1,126 @@
+"""The process pool: bounded slots shared by all channels, plus the shared start-up bucket.
+
+`async with pool.spawn(channel, argv) as proc:` waits for a slot and a start-up token
+(both bounded by `acquire_timeout`), starts the process in its own session, and on the
+way out always ends its whole process group and frees the slot, also on cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from service.errors import PoolClosed, PoolError, PoolExhausted, SpawnFailed
+from service.ffmpeg import ManagedProcess
+from service.ratelimit import Clock, TokenBucket
+from telemetry.metrics import Metrics, trace_exemplar
+
+ProcessFactory = Callable[[Sequence[str]], ManagedProcess]
+
+
+class ProcessPool:
+    def __init__(
+        self,
+        capacity: int,
+        bucket: TokenBucket,
+        metrics: Metrics,
+        *,
+        acquire_timeout: float = 30.0,
+        tracer: Tracer | None = None,
+        process_factory: ProcessFactory = ManagedProcess,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.capacity = capacity
+        self.bucket = bucket
+        self.metrics = metrics
+        self.acquire_timeout = acquire_timeout
+        self.tracer = tracer or trace.get_tracer("exstream")
+        self.process_factory = process_factory
+        self.clock = clock
+        self.in_use = 0
+        self.closed = False
+        self._slots = asyncio.Semaphore(capacity)
+        self._processes: set[ManagedProcess] = set()
+        metrics.pool_capacity.set(capacity)
+        metrics.pool_processes.set(0)
+        metrics.ratelimit_tokens.set(bucket.tokens)
+
+    @asynccontextmanager
+    async def spawn(self, channel: str, argv: Sequence[str]) -> AsyncIterator[ManagedProcess]:
+        await self._acquire(channel)
+        try:
+            proc = await self._start(channel, argv)
+            self._processes.add(proc)
+            try:
+                yield proc
+            finally:
+                self._processes.discard(proc)
+                await proc.__aexit__(None, None, None)
+        finally:
+            self.in_use -= 1
+            self.metrics.pool_processes.set(self.in_use)
+            self._slots.release()
+
+    async def _acquire(self, channel: str) -> None:
+        started = self.clock()
+        attributes = {"exstream.channel": channel}
+        with self.tracer.start_as_current_span("pool.acquire", attributes=attributes) as span:
+            try:
+                if self.closed:
+                    raise PoolClosed()
+                try:
+                    async with asyncio.timeout(self.acquire_timeout):
+                        await self._slots.acquire()
+                except TimeoutError:
+                    raise PoolExhausted(self.capacity, self.clock() - started) from None
+                if self.closed:
+                    self._slots.release()
+                    raise PoolClosed()
+                try:
+                    await self._wait_for_token(channel, started)
+                except BaseException:
+                    self._slots.release()
+                    raise
+            except PoolError as exc:
+                self.metrics.pool_acquire_failures.labels(reason=exc.reason).inc()
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute("exstream.reason", exc.reason)
+                raise
+            self.in_use += 1
+            self.metrics.pool_processes.set(self.in_use)
+            self.metrics.pool_acquire_duration.observe(
+                self.clock() - started, exemplar=trace_exemplar()
+            )
+
+    async def _wait_for_token(self, channel: str, started: float) -> None:
+        attributes = {"exstream.channel": channel}
+        with self.tracer.start_as_current_span("ratelimit.wait", attributes=attributes) as span:
+            remaining = max(0.0, self.acquire_timeout - (self.clock() - started))
+            waited = await self.bucket.acquire(timeout=remaining)
+            span.set_attribute("exstream.waited_seconds", waited)
+            self.metrics.ratelimit_wait.observe(waited, exemplar=trace_exemplar())
+            self.metrics.ratelimit_tokens.set(self.bucket.tokens)
+
+    async def _start(self, channel: str, argv: Sequence[str]) -> ManagedProcess:
+        attributes = {"exstream.channel": channel, "process.executable.name": argv[0]}
+        with self.tracer.start_as_current_span("ffmpeg.spawn", attributes=attributes) as span:
+            proc = self.process_factory(argv)
+            try:
+                await proc.start()
+            except OSError as exc:
+                error = SpawnFailed(argv[0], exc.strerror or str(exc))
+                self.metrics.pool_acquire_failures.labels(reason=error.reason).inc()
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                raise error from None
+            span.set_attribute("process.pid", proc.pid or 0)
+            return proc
+
+    async def close(self) -> None:
+        """Refuse new spawns and end every process still running."""
+        self.closed = True
+        await asyncio.gather(*(p.terminate() for p in list(self._processes)))

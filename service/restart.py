@@ -1,0 +1,98 @@
+"""The restart policy: a supervisor's budget, tenacity backoff and a global in-flight cap.
+
+At most `max_restarts` restarts of a channel within `restart_window` (OTP / systemd
+style); between attempts an exponential backoff with jitter (tenacity's
+`wait_exponential_jitter`); at most `max_in_flight` restarts under way across all
+channels. A refused restart raises RestartBudgetExhausted: the channel goes to
+`failed` until the cool-down passes or an operator resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from service.errors import RestartBudgetExhausted
+from service.ratelimit import Clock, Sleep
+
+
+@dataclass(eq=False)
+class Admission:
+    attempt: int
+    _release: Callable[[], None] | None
+
+    def release(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+
+class RestartPolicy:
+    def __init__(
+        self,
+        max_restarts: int,
+        window: float,
+        *,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        max_in_flight: int = 8,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.max_restarts = max_restarts
+        self.window = window
+        self.clock = clock
+        self.sleep = sleep
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self._wait = wait_exponential_jitter(initial=backoff_initial, max=backoff_max)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._history: dict[str, deque[float]] = {}
+
+    def recent(self, channel: str) -> int:
+        """Restarts of `channel` within the window ending now."""
+        history = self._history.get(channel)
+        if not history:
+            return 0
+        horizon = self.clock() - self.window
+        while history and history[0] <= horizon:
+            history.popleft()
+        return len(history)
+
+    def check(self, channel: str) -> int:
+        """The attempt number the next restart would be; raises when the budget is spent."""
+        recent = self.recent(channel)
+        if recent >= self.max_restarts:
+            raise RestartBudgetExhausted(int(channel), recent, self.window)
+        return recent + 1
+
+    def backoff(self, attempt: int) -> float:
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = attempt
+        return float(self._wait(state))
+
+    async def admit(self, channel: str) -> Admission:
+        """Admit one restart: budget check, backoff sleep, then an in-flight slot.
+
+        Raises RestartBudgetExhausted when the budget is spent. The caller releases the
+        slot once the new process is up (or has failed).
+        """
+        attempt = self.check(channel)
+        await self.sleep(self.backoff(attempt))
+        attempt = self.check(channel)
+        await self._slots.acquire()
+        self._history.setdefault(channel, deque()).append(self.clock())
+        self.in_flight += 1
+        return Admission(attempt, self._release)
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+
+    def reset(self, channel: str) -> None:
+        self._history.pop(channel, None)

@@ -1,0 +1,124 @@
+"""Loguru set-up: one JSON object per entry, trace ids from the active span, stdlib intercepted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TextIO
+
+from loguru import logger
+from opentelemetry import trace
+
+if TYPE_CHECKING:
+    from loguru import Message, Record
+
+LogSink = Callable[[dict[str, Any]], None]
+"""Receives each entry as the dict that the JSON line is made of."""
+
+STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio")
+
+
+def add_trace_ids(record: Record) -> None:
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        record["extra"].setdefault("trace_id", format(context.trace_id, "032x"))
+        record["extra"].setdefault("span_id", format(context.span_id, "016x"))
+
+
+def entry_of(record: Record) -> dict[str, Any]:
+    """The public shape of a log entry (docs/telemetry.md, "Log fields")."""
+    extra = dict(record["extra"])
+    entry: dict[str, Any] = {
+        "time": record["time"].astimezone(UTC).isoformat(timespec="microseconds"),
+        "level": record["level"].name,
+        "message": record["message"],
+        "logger": extra.pop("logger", None) or record["name"],
+        "channel": extra.pop("channel", None),
+        "trace_id": extra.pop("trace_id", None),
+        "span_id": extra.pop("span_id", None),
+    }
+    if record["exception"] is not None:
+        exc_type = record["exception"].type
+        extra["exception"] = exc_type.__name__ if exc_type else "Exception"
+    entry["extra"] = {k: _plain(v) for k, v in extra.items()}
+    return entry
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+class _JsonLines:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, message: Message) -> None:
+        self.stream.write(json.dumps(entry_of(message.record), ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class _EntrySink:
+    def __init__(self, sink: LogSink) -> None:
+        self.sink = sink
+
+    def __call__(self, message: Message) -> None:
+        self.sink(entry_of(message.record))
+
+
+TEXT_FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <8}</level> "
+    "<cyan>{name}</cyan> {extra[channel]!s:>4} <level>{message}</level>"
+)
+
+
+def configure_logging(
+    level: str = "INFO",
+    fmt: str = "json",
+    *,
+    stream: TextIO | None = None,
+    sinks: Iterable[LogSink] = (),
+    enqueue: bool = False,
+) -> None:
+    """Replace loguru's handlers: stderr (JSON or text) plus `sinks` (e.g. the log store)."""
+    logger.remove()
+    logger.configure(patcher=add_trace_ids, extra={"channel": None})
+    out = stream if stream is not None else sys.stderr
+    if fmt == "json":
+        logger.add(_JsonLines(out), level=level, enqueue=enqueue, catch=True)
+    else:
+        logger.add(out, level=level, format=TEXT_FORMAT, enqueue=enqueue, catch=True)
+    for sink in sinks:
+        logger.add(_EntrySink(sink), level=level, catch=True)
+    intercept_stdlib(level)
+
+
+class InterceptHandler(logging.Handler):
+    """Send stdlib records (uvicorn, asyncio) to loguru with their logger name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.bind(logger=record.name).opt(exception=record.exc_info).log(
+            level, record.getMessage()
+        )
+
+
+def intercept_stdlib(level: str) -> None:
+    handler = InterceptHandler()
+    logging.basicConfig(handlers=[handler], level=0, force=True)
+    for name in STDLIB_LOGGERS:
+        std = logging.getLogger(name)
+        std.handlers = [handler]
+        std.propagate = False
+        std.setLevel(level if name != "uvicorn.access" else "WARNING")

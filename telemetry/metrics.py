@@ -1,0 +1,198 @@
+"""Every `exstream_*` metric, built once on an injected registry.
+
+The names, types and label sets here are a public contract (docs/telemetry.md); the
+dashboards and alert rules depend on them, and a test compares both ways.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+from starlette.types import ASGIApp
+
+from service import __version__
+
+CHANNEL_STATES = ("stopped", "starting", "running", "slate", "restarting", "failed")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # Channels and viewers.
+        self.channel_up = Gauge(
+            "exstream_channel_up",
+            "1 while the channel's process runs and produced output within the stall timeout.",
+            ["channel"],
+            registry=r,
+        )
+        self.channel_state = Gauge(
+            "exstream_channel_state",
+            "1 for the channel's current state, 0 for the others.",
+            ["channel", "state"],
+            registry=r,
+        )
+        self.channel_viewers = Gauge(
+            "exstream_channel_viewers", "Viewers connected to the channel.", ["channel"], registry=r
+        )
+        self.channel_output_bytes = Counter(
+            "exstream_channel_output_bytes_total",
+            "MPEG-TS bytes the channel's process produced.",
+            ["channel"],
+            registry=r,
+        )
+        self.channel_last_output = Gauge(
+            "exstream_channel_last_output_timestamp_seconds",
+            "Unix time of the channel's last output bytes.",
+            ["channel"],
+            registry=r,
+        )
+        self.viewer_drops = Counter(
+            "exstream_viewer_drops_total",
+            "Viewers disconnected by the server, by reason (slow, send_timeout).",
+            ["channel", "reason"],
+            registry=r,
+        )
+        # HTTP.
+        self.http_requests = Counter(
+            "exstream_http_requests_total",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "exstream_http_request_duration_seconds",
+            "Time to the end of the response (streams: time to the response headers).",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # The cascade: health, restarts, pool, rate limit, processes.
+        self.unhealthy = Counter(
+            "exstream_channel_unhealthy_total",
+            "Health checks that found a channel unhealthy, by reason (exited, stalled).",
+            ["channel", "reason"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            "exstream_channel_restarts_total",
+            "Restart attempts by outcome (started, failed, refused).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.budget_exhausted = Counter(
+            "exstream_restart_budget_exhausted_total",
+            "Times a channel spent its restart budget and went to state failed.",
+            ["channel"],
+            registry=r,
+        )
+        self.restarts_in_flight = Gauge(
+            "exstream_restarts_in_flight", "Restarts under way across all channels.", registry=r
+        )
+        self.pool_processes = Gauge("exstream_pool_processes", "Process slots in use.", registry=r)
+        self.pool_capacity = Gauge("exstream_pool_capacity", "Process slots in all.", registry=r)
+        self.pool_acquire_duration = Histogram(
+            "exstream_pool_acquire_duration_seconds",
+            "Time to get a process slot, rate-limit wait included.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pool_acquire_failures = Counter(
+            "exstream_pool_acquire_failures_total",
+            "Slot requests that failed, by reason (exhausted, rate_limited, spawn_failed, closed).",
+            ["reason"],
+            registry=r,
+        )
+        self.ratelimit_tokens = Gauge(
+            "exstream_ratelimit_tokens", "Start-up tokens in the shared bucket.", registry=r
+        )
+        self.ratelimit_wait = Histogram(
+            "exstream_ratelimit_wait_seconds",
+            "Time spent waiting for a start-up token.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ffmpeg_exits = Counter(
+            "exstream_ffmpeg_exits_total",
+            "Process exits by code class (ok, error, signal).",
+            ["channel", "code_class"],
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            "exstream_event_loop_lag_seconds",
+            "How late the event loop ran a periodic probe.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        # Playout and media.
+        self.playout_horizon = Gauge(
+            "exstream_playout_horizon_seconds",
+            "Seconds of content scheduled ahead of now.",
+            ["channel"],
+            registry=r,
+        )
+        self.playout_rebuilds = Counter(
+            "exstream_playout_rebuilds_total",
+            "Playout rebuilds by result (ok, extended, empty, error).",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.media_items = Gauge(
+            "exstream_media_items", "Playable media items of the channel.", ["channel"], registry=r
+        )
+        self.media_skipped = Counter(
+            "exstream_media_skipped_total",
+            "Media files left out by a scan, by reason (unreadable, no_streams, timeout).",
+            ["reason"],
+            registry=r,
+        )
+        # Logs.
+        self.log_entries = Counter(
+            "exstream_log_entries_total", "Log entries written, by level.", ["level"], registry=r
+        )
+        self.logs_dropped = Counter(
+            "exstream_logs_dropped_total",
+            "Log entries the store dropped because its writer fell behind.",
+            registry=r,
+        )
+        self.logs_invalid_id = Counter(
+            "exstream_logs_invalid_id_total",
+            "Malformed log entry ids or cursors rejected before any lookup, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "exstream_build_info",
+            "Always 1; labels carry the version and the Python version.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(version=__version__, python=platform.python_version()).set(1)
+        self.pool_processes.set(0)
+        self.restarts_in_flight.set(0)
+
+    def set_channel_state(self, channel: str, state: str) -> None:
+        for name in CHANNEL_STATES:
+            self.channel_state.labels(channel=channel, state=name).set(1 if name == state else 0)
+
+    def forget_channel(self, channel: str) -> None:
+        for metric in (self.channel_up, self.channel_viewers, self.channel_last_output):
+            metric.remove(channel)
+
+
+def trace_exemplar() -> dict[str, str] | None:
+    """The active span's trace id, as an exemplar for a histogram observation."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return {"trace_id": format(context.trace_id, "032x")}
+
+
+def metrics_app(registry: CollectorRegistry) -> ASGIApp:
+    """`/metrics`, Prometheus text or OpenMetrics (with exemplars) by content negotiation."""
+    app: ASGIApp = make_asgi_app(registry)
+    return app
