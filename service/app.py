@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from service.api import channels, iptv, probes, streams
 from service.channels import ChannelRegistry
@@ -30,7 +30,7 @@ from service.pool import ProcessFactory, ProcessPool
 from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
 from service.types import AppState
-from telemetry.metrics import Metrics, metrics_app
+from telemetry.metrics import Metrics, MetricsEndpoint
 
 HTTP_ERROR_CODES = {
     400: "bad_request",
@@ -63,7 +63,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal_error", "detail": "internal error"}, status_code=500)
 
 
-def routes(metrics: Metrics) -> list[Route | Mount]:
+def routes(metrics: Metrics) -> list[Route]:
     return [
         Route("/stream/{number:int}.ts", streams.stream, methods=["GET"]),
         Route("/iptv/channels.m3u", iptv.m3u, methods=["GET"]),
@@ -76,7 +76,7 @@ def routes(metrics: Metrics) -> list[Route | Mount]:
         Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),
         Route("/healthz", probes.healthz, methods=["GET"]),
         Route("/readyz", probes.readyz, methods=["GET"]),
-        Mount("/metrics", app=metrics_app(metrics.registry)),
+        Route("/metrics", MetricsEndpoint(metrics.registry), methods=["GET"]),
     ]
 
 

@@ -10,7 +10,7 @@ import platform
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 
@@ -192,7 +192,15 @@ def trace_exemplar() -> dict[str, str] | None:
     return {"trace_id": format(context.trace_id, "032x")}
 
 
-def metrics_app(registry: CollectorRegistry) -> ASGIApp:
-    """`/metrics`, Prometheus text or OpenMetrics (with exemplars) by content negotiation."""
-    app: ASGIApp = make_asgi_app(registry)
-    return app
+class MetricsEndpoint:
+    """`/metrics`, Prometheus text or OpenMetrics (with exemplars) by content negotiation.
+
+    A class, so that a Starlette Route treats it as an ASGI app (a plain function would be
+    taken for a request handler).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._app: ASGIApp = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
