@@ -50,7 +50,7 @@ class RestartPolicy:
         self.sleep = sleep
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self._wait = wait_exponential_jitter(initial=backoff_initial, max=backoff_max)
+        self._wait = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._history: dict[str, deque[float]] = {}
 
