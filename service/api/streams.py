@@ -12,6 +12,7 @@ import time
 from contextlib import AbstractAsyncContextManager
 
 from loguru import logger
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -63,6 +64,14 @@ class TransportStreamResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await self.watch.__aexit__(None, None, None)
+            # The HTTP server span is current here; it ends when this returns.
+            trace.get_current_span().set_attributes(
+                {
+                    "exstream.channel": self.channel,
+                    "exstream.bytes_sent": self.sent,
+                    "exstream.reason": self.reason,
+                }
+            )
             log.info(
                 "viewer of channel {} left after {:.1f}s, {} bytes ({})",
                 self.channel, time.monotonic() - started, self.sent, self.reason,
