@@ -70,14 +70,24 @@ def _load(path: str) -> Settings:
 
 
 def serve(settings: Settings) -> int:
+    from opentelemetry import trace
+
     from service.app import create_app
     from telemetry.logging import configure_logging
+    from telemetry.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
     server_settings = settings.server
+    try:
+        provider = configure_tracing(os.environ)
+    except TracingConfigError as exc:
+        print(f"exstream: {exc}", file=sys.stderr)
+        return 2
+    trace.set_tracer_provider(provider)
+    # enqueue: a slow stderr must never block the event loop.
     configure_logging(server_settings.log_level, server_settings.log_format, enqueue=True)
     for warning in settings.warnings:
         logger.warning("{}: {}", settings.path, warning)
-    app = create_app(settings)
+    app = create_app(settings, tracer_provider=provider)
     config = uvicorn.Config(
         app,
         host=server_settings.host,
@@ -88,7 +98,12 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
     )
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    finally:
+        shutdown_tracing(provider)
+        logger.complete()
+        logger.remove()
     return 0 if server.started else 1
 
 

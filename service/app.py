@@ -79,7 +79,7 @@ def routes(metrics: Metrics) -> list[Route | Mount]:
         Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),
         Route("/healthz", probes.healthz, methods=["GET"]),
         Route("/readyz", probes.readyz, methods=["GET"]),
-        Mount("/metrics", app=metrics_app(metrics.registry)),
+        Route("/metrics", metrics_app(metrics.registry), methods=["GET"]),
     ]
 
 

@@ -10,7 +10,7 @@ import platform
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 
@@ -227,7 +227,16 @@ def trace_exemplar() -> dict[str, str] | None:
     return {"trace_id": format(context.trace_id, "032x")}
 
 
+class _MetricsApp:
+    """An object, not a function: Starlette's Route then serves it as a plain ASGI app."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.app: ASGIApp = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def metrics_app(registry: CollectorRegistry) -> ASGIApp:
     """`/metrics`, Prometheus text or OpenMetrics (with exemplars) by content negotiation."""
-    app: ASGIApp = make_asgi_app(registry)
-    return app
+    return _MetricsApp(registry)
