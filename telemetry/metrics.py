@@ -196,6 +196,9 @@ class Metrics:
         self.set_channel_state(channel, "stopped")
         self.channel_up.labels(channel=channel).set(0)
         self.channel_viewers.labels(channel=channel).set(0)
+        # Nothing is scheduled until the first rebuild, which start-up runs.
+        self.playout_horizon.labels(channel=channel).set(0)
+        self.media_items.labels(channel=channel).set(0)
         self.channel_output_bytes.labels(channel=channel)
         self.budget_exhausted.labels(channel=channel)
         for reason in UNHEALTHY_REASONS:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from service.app import create_app
 from service.config import Settings
 from tests.telemetry.conftest import by_name, poll
+from tests.telemetry.test_catalogue import assert_documented
 
 FAST_HEALTH = """
 [health]
@@ -70,6 +71,7 @@ async def test_stall_to_first_output_is_one_linked_trace(
         restart = await poll(restarted, what="a restart that produced output")
         finished = exporter.get_finished_spans()
 
+    assert_documented(finished)
     # The restart outlives the check that decided it: a link, not a parent.
     assert restart.parent is None
     assert len(restart.links) == 1
@@ -141,6 +143,7 @@ async def test_refused_restart_is_an_error_span_with_its_reason(
         span = await poll(refused, what="a refused restart")
         finished = exporter.get_finished_spans()
 
+    assert_documented(finished)
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description is not None
     assert "budget" in span.status.description

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from service.app import create_app
 from service.config import Settings
 from telemetry.tracing import TracingConfigError, configure_tracing, is_enabled, shutdown_tracing
 from tests.telemetry.conftest import poll, serving
+from tests.telemetry.test_catalogue import assert_documented
 
 STREAM_ROUTE = "GET /stream/{number:int}.ts"
 SLOW_HEALTH = """
@@ -68,6 +67,7 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
             what="the viewer-left log line",
         )
 
+    assert_documented(exporter.get_finished_spans())
     names = [s.name for s in server_spans(exporter)]
     # Scrapes and probes are not traced; API routes are, by route template.
     assert sorted(names) == sorted(
@@ -95,34 +95,6 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
     assert left["trace_id"] == format(stream.context.trace_id, "032x")
     assert left["span_id"] == format(stream.context.span_id, "016x")
     assert left["extra"]["bytes_sent"] == sent
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[tuple[str, bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.bodies.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def otlp_receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    bodies: list[tuple[str, bytes]] = []
-    handler = type("Receiver", (_Receiver,), {"bodies": bodies})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
 
 
 async def test_otlp_export_reaches_a_receiver(
