@@ -145,8 +145,8 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """A real uvicorn on a free loopback port, in this event loop; yields the base URL."""
+async def serving(app: Starlette) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+    """A real uvicorn on a free loopback port, in this event loop: (base URL, server)."""
     sock = free_socket()
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
@@ -155,7 +155,7 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await poll(lambda: True if server.started else None, what="uvicorn to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)

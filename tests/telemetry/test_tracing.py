@@ -42,7 +42,10 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
     settings = make_settings(standin("stream"), mode="on_demand", extra=SLOW_HEALTH)
     app = create_app(settings, registry=CollectorRegistry(), tracer_provider=provider)
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with (
+        serving(app) as (base, server),
+        httpx.AsyncClient(base_url=base, timeout=30) as client,
+    ):
         for path in ("/metrics", "/healthz", "/readyz", "/api/channels"):
             assert (await client.get(path)).status_code == 200
         traced = await client.get(
@@ -67,11 +70,36 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
             what="the viewer-left log line",
         )
 
+        # A stream the server ends (here: the hubs close, as at shutdown) ends its span
+        # with its last body message; the attributes are on it before that.
+        async with client.stream("GET", "/stream/1.ts") as response:
+            received = 0
+            async for chunk in response.aiter_bytes():
+                received += len(chunk)
+                if received >= 188 * 200 and not server.lifespan.state["exstream"].channels.closing:
+                    server.lifespan.state["exstream"].channels.close_hubs()
+        closed = await poll(
+            lambda: next(
+                (
+                    s
+                    for s in server_spans(exporter)
+                    if s.name == STREAM_ROUTE
+                    and s is not stream
+                    and s.attributes
+                    and s.attributes.get("exstream.reason") == "channel_closed"
+                ),
+                None,
+            ),
+            what="the second stream's span",
+        )
+        assert closed.attributes is not None
+        assert closed.attributes["exstream.bytes_sent"] == received
+
     assert_documented(exporter.get_finished_spans())
     names = [s.name for s in server_spans(exporter)]
     # Scrapes and probes are not traced; API routes are, by route template.
     assert sorted(names) == sorted(
-        ["GET /api/channels", "GET /api/channels/{number:int}", STREAM_ROUTE]
+        ["GET /api/channels", "GET /api/channels/{number:int}", STREAM_ROUTE, STREAM_ROUTE]
     )
     # W3C tracecontext from the caller is continued.
     api = next(s for s in server_spans(exporter) if s.name == "GET /api/channels/{number:int}")
