@@ -172,6 +172,10 @@ def test_exporters_follow_the_standard_variables() -> None:
     assert isinstance(processor, BatchSpanProcessor)
     assert isinstance(processor._batch_processor._exporter, ConsoleSpanExporter)
     shutdown_tracing(provider)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OTEL_TRACES_SAMPLER", "always_off")  # read by the SDK itself
+        unsampled = configure_tracing({}).get_tracer("t").start_span("x")
+        assert not unsampled.get_span_context().trace_flags.sampled
     disabled = configure_tracing({"OTEL_SDK_DISABLED": "true"})
     assert isinstance(disabled, trace.NoOpTracerProvider) and not is_enabled(disabled)
     with pytest.raises(TracingConfigError, match="jaeger"):
