@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from service.config import Settings, load_settings
 from service.errors import ConfigError
 
 DEFAULT_CONFIG = "channels.toml"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DESCRIPTION = """\
 exstream turns media files into live TV channels served as HTTP MPEG-TS.
@@ -70,14 +72,24 @@ def _load(path: str) -> Settings:
 
 
 def serve(settings: Settings) -> int:
+    from opentelemetry import trace
+
     from service.app import create_app
     from telemetry.logging import configure_logging
+    from telemetry.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
     server_settings = settings.server
+    try:
+        provider = configure_tracing(os.environ)
+    except TracingConfigError as exc:
+        print(f"exstream: {exc}", file=sys.stderr)
+        return 2
+    trace.set_tracer_provider(provider)
+    # enqueue: a slow stderr must never block the event loop.
     configure_logging(server_settings.log_level, server_settings.log_format, enqueue=True)
     for warning in settings.warnings:
         logger.warning("{}: {}", settings.path, warning)
-    app = create_app(settings)
+    app = create_app(settings, tracer_provider=provider)
     config = uvicorn.Config(
         app,
         host=server_settings.host,
@@ -88,7 +100,20 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
     )
     server = uvicorn.Server(config)
-    server.run()
+    # uvicorn re-raises the signal that stopped it; catch that re-raise, so buffered
+    # spans and log lines are flushed before the process ends the way it would have.
+    captured: list[int] = []
+    previous = {sig: signal.signal(sig, lambda n, _: captured.append(n)) for sig in STOP_SIGNALS}
+    try:
+        server.run()
+    finally:
+        shutdown_tracing(provider)
+        logger.complete()
+        logger.remove()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for number in captured:
+        signal.raise_signal(number)
     return 0 if server.started else 1
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from loguru import logger
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service import __version__
 from service.api import channels, iptv, probes, streams
 from service.channels import ChannelRegistry
 from service.config import Settings
@@ -31,6 +33,7 @@ from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
 from service.types import AppState
 from telemetry.metrics import Metrics, MetricsEndpoint
+from telemetry.tracing import TRACER, http_tracing, is_enabled
 
 HTTP_ERROR_CODES = {
     400: "bad_request",
@@ -85,13 +88,18 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     process_factory: ProcessFactory = ManagedProcess,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> Starlette:
     metrics = Metrics(registry)
+    for channel in settings.channels:
+        metrics.add_channel(str(channel.number))
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    tracer = provider.get_tracer(TRACER, __version__)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
-            state = await _build(settings, metrics, process_factory, stack)
+            state = await _build(settings, metrics, process_factory, tracer, stack)
             tasks = [
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
                 asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
@@ -107,9 +115,12 @@ def create_app(
             finally:
                 await _shutdown(state, tasks, settings.server.graceful_shutdown)
 
+    # Tracing outermost, so request metrics see the server span (exemplars).
+    middleware = [http_tracing(provider)] if is_enabled(provider) else []
+    middleware.append(Middleware(HttpMetricsMiddleware, metrics=metrics))
     return Starlette(
         routes=routes(metrics),
-        middleware=[Middleware(HttpMetricsMiddleware, metrics=metrics)],
+        middleware=middleware,
         exception_handlers={
             ExstreamError: exstream_error,
             HTTPException: http_error,
@@ -123,6 +134,7 @@ async def _build(
     settings: Settings,
     metrics: Metrics,
     process_factory: ProcessFactory,
+    tracer: trace.Tracer,
     stack: contextlib.AsyncExitStack,
 ) -> AppState:
     settings.server.data_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +145,7 @@ async def _build(
         metrics,
         acquire_timeout=settings.pool.acquire_timeout,
         process_factory=process_factory,
+        tracer=tracer,
     )
     health = settings.health
     policy = RestartPolicy(
@@ -151,12 +164,15 @@ async def _build(
         concurrency=settings.ffmpeg.probe_concurrency,
         progress=log_progress("channels"),
     )
-    registry = ChannelRegistry(settings, pool=pool, policy=policy, scanner=scanner, metrics=metrics)
+    registry = ChannelRegistry(
+        settings, pool=pool, policy=policy, scanner=scanner, metrics=metrics, tracer=tracer
+    )
     monitor = HealthMonitor(
         registry.runners,
         check_interval=health.check_interval,
         stall_timeout=health.stall_timeout,
         metrics=metrics,
+        tracer=tracer,
     )
     await registry.refresh_all()
     return AppState(

@@ -7,7 +7,7 @@ import time
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from telemetry.metrics import Metrics
+from telemetry.metrics import Metrics, trace_exemplar
 
 UNMATCHED = "unmatched"
 STREAM_PREFIX = "/stream/"
@@ -43,7 +43,7 @@ class HttpMetricsMiddleware:
             route, method = route_template(scope), scope["method"]
             self.metrics.http_requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.http_duration.labels(route=route, method=method).observe(
-                time.perf_counter() - started
+                time.perf_counter() - started, exemplar=trace_exemplar()
             )
 
         async def send_wrapper(message: Message) -> None:

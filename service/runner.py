@@ -282,7 +282,12 @@ class ChannelRunner:
             try:
                 self.process, self.segment, self.spawned_at = proc, segment, self.clock()
                 self.hub.discontinuity()
-                first = self._span("channel.first_output")
+                # Outside use_span here: name the parent, or the span would be a root.
+                first = self.tracer.start_span(
+                    "channel.first_output",
+                    context=trace.set_span_in_context(span),
+                    attributes={"exstream.channel": self.key},
+                )
                 first.set_attribute("process.pid", proc.pid or 0)
                 produced = await self._pump(proc, segment, span, first, admission)
                 code = await proc.wait()

@@ -97,7 +97,7 @@ def configure_logging(
     else:
         logger.add(out, level=level, format=TEXT_FORMAT, enqueue=enqueue, catch=True)
     for sink in sinks:
-        logger.add(_EntrySink(sink), level=level, catch=True)
+        logger.add(_EntrySink(sink), level=level, enqueue=enqueue, catch=True)
     intercept_stdlib(level)
 
 

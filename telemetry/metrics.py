@@ -15,6 +15,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import __version__
 
 CHANNEL_STATES = ("stopped", "starting", "running", "slate", "restarting", "failed")
+# Known label values: their series exist at zero from the start, so rate() and
+# increase() see the first event and a scraper sees every metric at once.
+UNHEALTHY_REASONS = ("exited", "stalled", "spawn_failed", "exhausted", "rate_limited", "closed")
+RESTART_OUTCOMES = ("started", "failed", "refused")
+EXIT_CODE_CLASSES = ("ok", "error", "signal")
+DROP_REASONS = ("slow", "send_timeout")
+REBUILD_RESULTS = ("ok", "replaced", "empty", "error")
+ACQUIRE_FAILURES = ("exhausted", "rate_limited", "spawn_failed", "closed")
+SKIP_REASONS = ("unreadable", "no_video", "timeout")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -74,7 +84,7 @@ class Metrics:
         # The cascade: health, restarts, pool, rate limit, processes.
         self.unhealthy = Counter(
             "exstream_channel_unhealthy_total",
-            "Health checks that found a channel unhealthy, by reason (exited, stalled).",
+            "Process ends that need a restart, by reason (exited, stalled, spawn_failed, ...).",
             ["channel", "reason"],
             registry=r,
         )
@@ -137,7 +147,7 @@ class Metrics:
         )
         self.playout_rebuilds = Counter(
             "exstream_playout_rebuilds_total",
-            "Playout rebuilds by result (ok, extended, empty, error).",
+            "Playout rebuilds by result (ok, replaced, empty, error).",
             ["channel", "result"],
             registry=r,
         )
@@ -146,7 +156,7 @@ class Metrics:
         )
         self.media_skipped = Counter(
             "exstream_media_skipped_total",
-            "Media files left out by a scan, by reason (unreadable, no_streams, timeout).",
+            "Media files left out by a scan, by reason (unreadable, no_video, timeout).",
             ["reason"],
             registry=r,
         )
@@ -174,6 +184,33 @@ class Metrics:
         self.build_info.labels(version=__version__, python=platform.python_version()).set(1)
         self.pool_processes.set(0)
         self.restarts_in_flight.set(0)
+        for reason in ACQUIRE_FAILURES:
+            self.pool_acquire_failures.labels(reason=reason)
+        for reason in SKIP_REASONS:
+            self.media_skipped.labels(reason=reason)
+        for level in LOG_LEVELS:
+            self.log_entries.labels(level=level)
+
+    def add_channel(self, channel: str) -> None:
+        """Create the series of a configured channel at zero (gauges are set by their owners)."""
+        self.set_channel_state(channel, "stopped")
+        self.channel_up.labels(channel=channel).set(0)
+        self.channel_viewers.labels(channel=channel).set(0)
+        # Nothing is scheduled until the first rebuild, which start-up runs.
+        self.playout_horizon.labels(channel=channel).set(0)
+        self.media_items.labels(channel=channel).set(0)
+        self.channel_output_bytes.labels(channel=channel)
+        self.budget_exhausted.labels(channel=channel)
+        for reason in UNHEALTHY_REASONS:
+            self.unhealthy.labels(channel=channel, reason=reason)
+        for outcome in RESTART_OUTCOMES:
+            self.restarts.labels(channel=channel, outcome=outcome)
+        for code_class in EXIT_CODE_CLASSES:
+            self.ffmpeg_exits.labels(channel=channel, code_class=code_class)
+        for reason in DROP_REASONS:
+            self.viewer_drops.labels(channel=channel, reason=reason)
+        for result in REBUILD_RESULTS:
+            self.playout_rebuilds.labels(channel=channel, result=result)
 
     def set_channel_state(self, channel: str, state: str) -> None:
         for name in CHANNEL_STATES:
@@ -187,7 +224,8 @@ class Metrics:
 def trace_exemplar() -> dict[str, str] | None:
     """The active span's trace id, as an exemplar for a histogram observation."""
     context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    # An unsampled trace is never exported: an exemplar would point at nothing.
+    if not context.is_valid or not context.trace_flags.sampled:
         return None
     return {"trace_id": format(context.trace_id, "032x")}
 

@@ -12,6 +12,7 @@ import time
 from contextlib import AbstractAsyncContextManager
 
 from loguru import logger
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -60,14 +61,28 @@ class TransportStreamResponse(Response):
             if listen in done:
                 self.reason = "client_closed"
             elif pump.result():
+                self._annotate_span()  # the last body message ends the span
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await self.watch.__aexit__(None, None, None)
+            self._annotate_span()
             log.info(
                 "viewer of channel {} left after {:.1f}s, {} bytes ({})",
                 self.channel, time.monotonic() - started, self.sent, self.reason,
                 bytes_sent=self.sent, reason=self.reason,
             )  # fmt: skip
+
+    def _annotate_span(self) -> None:
+        # The HTTP server span is current here, and open until the response ends.
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "exstream.channel": self.channel,
+                    "exstream.bytes_sent": self.sent,
+                    "exstream.reason": self.reason,
+                }
+            )
 
     async def _pump(self, send: Send) -> bool:
         """Copy batches until the hub ends; False when the response cannot be finished."""
