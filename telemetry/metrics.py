@@ -15,6 +15,13 @@ from starlette.types import ASGIApp
 from service import __version__
 
 CHANNEL_STATES = ("stopped", "starting", "running", "slate", "restarting", "failed")
+# Label values known up front are exported as 0 from the start: Prometheus' increase()
+# cannot see a counter's first event when its series appears with the value 1.
+UNHEALTHY_REASONS = ("exited", "stalled")
+RESTART_OUTCOMES = ("started", "failed", "refused")
+EXIT_CLASSES = ("ok", "error", "signal")
+DROP_REASONS = ("slow", "send_timeout")
+ACQUIRE_FAILURES = ("exhausted", "rate_limited", "spawn_failed", "closed")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -174,10 +181,28 @@ class Metrics:
         self.build_info.labels(version=__version__, python=platform.python_version()).set(1)
         self.pool_processes.set(0)
         self.restarts_in_flight.set(0)
+        for reason in ACQUIRE_FAILURES:
+            self.pool_acquire_failures.labels(reason=reason)
+        self._channels: set[str] = set()
 
     def set_channel_state(self, channel: str, state: str) -> None:
+        if channel not in self._channels:
+            self._channels.add(channel)
+            self._zero_channel(channel)
         for name in CHANNEL_STATES:
             self.channel_state.labels(channel=channel, state=name).set(1 if name == state else 0)
+
+    def _zero_channel(self, channel: str) -> None:
+        for reason in UNHEALTHY_REASONS:
+            self.unhealthy.labels(channel=channel, reason=reason)
+        for outcome in RESTART_OUTCOMES:
+            self.restarts.labels(channel=channel, outcome=outcome)
+        for code_class in EXIT_CLASSES:
+            self.ffmpeg_exits.labels(channel=channel, code_class=code_class)
+        for reason in DROP_REASONS:
+            self.viewer_drops.labels(channel=channel, reason=reason)
+        self.budget_exhausted.labels(channel=channel)
+        self.channel_output_bytes.labels(channel=channel)
 
     def forget_channel(self, channel: str) -> None:
         for metric in (self.channel_up, self.channel_viewers, self.channel_last_output):
