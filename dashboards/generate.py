@@ -135,7 +135,8 @@ def cascade() -> dict[str, Any]:
                 "Unhealthy checks by reason",
                 "short",
                 (
-                    f"sum by (channel, reason) (increase(exstream_channel_unhealthy_total{{{CH}}}{rate}))",
+                    "sum by (channel, reason) "
+                    f"(increase(exstream_channel_unhealthy_total{{{CH}}}{rate}))",
                     "{{channel}} {{reason}}",
                 ),
                 description="Health checks that found a channel exited or stalled.",
@@ -275,7 +276,8 @@ def channels() -> dict[str, Any]:
                 "Viewer drops",
                 "short",
                 (
-                    f"sum by (channel, reason) (increase(exstream_viewer_drops_total{{{CH}}}{rate}))",
+                    "sum by (channel, reason) "
+                    f"(increase(exstream_viewer_drops_total{{{CH}}}{rate}))",
                     "{{channel}} {{reason}}",
                 ),
             ),

@@ -22,6 +22,7 @@ RESTART_OUTCOMES = ("started", "failed", "refused")
 EXIT_CLASSES = ("ok", "error", "signal")
 DROP_REASONS = ("slow", "send_timeout")
 ACQUIRE_FAILURES = ("exhausted", "rate_limited", "spawn_failed", "closed")
+SKIP_REASONS = ("unreadable", "no_video", "timeout")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -183,6 +184,8 @@ class Metrics:
         self.restarts_in_flight.set(0)
         for reason in ACQUIRE_FAILURES:
             self.pool_acquire_failures.labels(reason=reason)
+        for reason in SKIP_REASONS:
+            self.media_skipped.labels(reason=reason)
         self._channels: set[str] = set()
 
     def set_channel_state(self, channel: str, state: str) -> None:
