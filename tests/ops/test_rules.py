@@ -146,3 +146,21 @@ def test_routing_by_severity(labels: list[str], receiver: str) -> None:
         "amtool", "config", "routes", "test", "--config.file=alerts/alertmanager.yml", *labels
     )
     assert out.strip() == receiver
+
+
+def test_counters_under_increase_alerts_start_at_zero() -> None:
+    """increase() misses a counter's first event if its series appears already at 1."""
+    metrics = Metrics(CollectorRegistry())
+    metrics.set_channel_state("7", "running")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+    }
+    for name, labels in [
+        ("exstream_channel_unhealthy_total", {"channel": "7", "reason": "stalled"}),
+        ("exstream_channel_restarts_total", {"channel": "7", "outcome": "started"}),
+        ("exstream_restart_budget_exhausted_total", {"channel": "7"}),
+        ("exstream_pool_acquire_failures_total", {"reason": "exhausted"}),
+    ]:
+        assert samples[(name, tuple(sorted(labels.items())))] == 0, name
