@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_TOOLS := ffmpeg ffprobe prometheus promtool alertmanager amtool
+SYSTEM_TOOLS := ffmpeg ffprobe prometheus promtool prometheus-alertmanager amtool
 DEMO_DIR ?= data/demo
 HOST ?= 127.0.0.1
 PORT ?= 8410

@@ -216,10 +216,6 @@ class Metrics:
         for name in CHANNEL_STATES:
             self.channel_state.labels(channel=channel, state=name).set(1 if name == state else 0)
 
-    def forget_channel(self, channel: str) -> None:
-        for metric in (self.channel_up, self.channel_viewers, self.channel_last_output):
-            metric.remove(channel)
-
 
 def trace_exemplar() -> dict[str, str] | None:
     """The active span's trace id, as an exemplar for a histogram observation."""

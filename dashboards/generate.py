@@ -1,0 +1,366 @@
+"""Writes the Grafana dashboards in this folder: `python dashboards/generate.py`.
+
+The JSON files are what Grafana loads (dashboards/provisioning/); this script is how they
+are kept consistent (one datasource variable, one channel variable, a unit on every
+panel, `$__rate_interval` in every rate). tests/ops checks the files match its output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+CH = 'channel=~"$channel"'
+SCHEMA_VERSION = 39
+Panel = dict[str, Any]
+
+
+def target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[str, Any]:
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, **extra}
+
+
+def panel(kind: str, title: str, unit: str, targets: list[tuple[str, str]], **extra: Any) -> Panel:
+    refs = "ABCDEFGH"
+    body: Panel = {
+        "type": kind,
+        "title": title,
+        "description": extra.pop("description", ""),
+        "datasource": DS,
+        "fieldConfig": {"defaults": {"unit": unit, **extra.pop("defaults", {})}, "overrides": []},
+        "options": extra.pop("options", {"legend": {"displayMode": "list", "placement": "bottom"}}),
+        "targets": [target(e, leg, refs[i]) for i, (e, leg) in enumerate(targets)],
+    }
+    body.update(extra)
+    return body
+
+
+def timeseries(title: str, unit: str, *targets: tuple[str, str], **extra: Any) -> Panel:
+    return panel("timeseries", title, unit, list(targets), **extra)
+
+
+def heatmap(title: str, expr: str, description: str) -> Panel:
+    body = panel(
+        "heatmap",
+        title,
+        "s",
+        [(expr, "{{le}}")],
+        description=description,
+        options={
+            "calculate": False,
+            "yAxis": {"unit": "s"},
+            "cellValues": {"unit": "short"},
+            "exemplars": {"color": "rgba(255,0,255,0.7)"},
+            "tooltip": {"show": True, "yHistogram": True},
+        },
+    )
+    body["targets"][0].update({"format": "heatmap", "exemplar": True})
+    return body
+
+
+def layout(panels: list[Panel], width: int = 12, height: int = 8) -> list[Panel]:
+    per_row = 24 // width
+    for index, p in enumerate(panels):
+        p["id"] = index + 1
+        p["gridPos"] = {
+            "x": (index % per_row) * width,
+            "y": (index // per_row) * height,
+            "w": width,
+            "h": height,
+        }
+    return panels
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[Panel]) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["exstream"],
+        "editable": True,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "30s",
+        "timezone": "",
+        "graphTooltip": 1,
+        "links": [
+            {"type": "dashboards", "tags": ["exstream"], "asDropdown": False, "title": "exstream"}
+        ],
+        "annotations": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "channel",
+                    "label": "Channel",
+                    "type": "query",
+                    "datasource": DS,
+                    "query": {
+                        "query": "label_values(exstream_channel_up, channel)",
+                        "refId": "channel",
+                    },
+                    "definition": "label_values(exstream_channel_up, channel)",
+                    "refresh": 2,
+                    "multi": True,
+                    "includeAll": True,
+                    "current": {"text": "All", "value": "$__all"},
+                    "sort": 3,
+                    "hide": 0,
+                },
+            ]
+        },
+        "panels": layout(panels),
+    }
+
+
+def cascade() -> dict[str, Any]:
+    rate = "[$__rate_interval]"
+    return dashboard(
+        "exstream-cascade",
+        "exstream / Cascade",
+        "The failure cascade: stall -> unhealthy -> restart -> pool -> token bucket -> ffmpeg.",
+        [
+            timeseries(
+                "Unhealthy checks by reason",
+                "short",
+                (
+                    "sum by (channel, reason) "
+                    f"(increase(exstream_channel_unhealthy_total{{{CH}}}{rate}))",
+                    "{{channel}} {{reason}}",
+                ),
+                description="Health checks that found a channel exited or stalled.",
+            ),
+            timeseries(
+                "Restarts by outcome",
+                "short",
+                (
+                    f"sum by (outcome) (increase(exstream_channel_restarts_total{{{CH}}}{rate}))",
+                    "{{outcome}}",
+                ),
+            ),
+            timeseries(
+                "Restart budget exhaustions",
+                "short",
+                (
+                    "sum by (channel) "
+                    f"(increase(exstream_restart_budget_exhausted_total{{{CH}}}{rate}))",
+                    "{{channel}}",
+                ),
+                description="A channel spent max_restarts within restart_window: state failed.",
+            ),
+            timeseries(
+                "Restarts in flight",
+                "short",
+                ("sum(exstream_restarts_in_flight)", "in flight"),
+            ),
+            heatmap(
+                "Pool acquire latency",
+                f"sum by (le) (increase(exstream_pool_acquire_duration_seconds_bucket{rate}))",
+                "Time to get a process slot (rate-limit wait included). "
+                "Exemplars link to the trace of the acquire.",
+            ),
+            timeseries(
+                "Pool slots and acquire failures",
+                "short",
+                ("sum(exstream_pool_processes)", "in use"),
+                ("sum(exstream_pool_capacity)", "capacity"),
+                (
+                    f"sum by (reason) (increase(exstream_pool_acquire_failures_total{rate}))",
+                    "failed: {{reason}}",
+                ),
+            ),
+            timeseries(
+                "Token bucket level",
+                "short",
+                ("sum(exstream_ratelimit_tokens)", "tokens"),
+                description="Start-up tokens left in the shared bucket.",
+            ),
+            timeseries(
+                "Token waits",
+                "s",
+                (
+                    "histogram_quantile(0.95, sum by (le) "
+                    f"(rate(exstream_ratelimit_wait_seconds_bucket{rate})))",
+                    "p95",
+                ),
+                (
+                    f"sum(rate(exstream_ratelimit_wait_seconds_sum{rate}))"
+                    f" / sum(rate(exstream_ratelimit_wait_seconds_count{rate}))",
+                    "mean",
+                ),
+            ),
+            timeseries(
+                "ffmpeg exits",
+                "short",
+                (
+                    "sum by (channel, code_class) "
+                    f"(increase(exstream_ffmpeg_exits_total{{{CH}}}{rate}))",
+                    "{{channel}} {{code_class}}",
+                ),
+            ),
+            timeseries(
+                "Event-loop lag",
+                "s",
+                (
+                    "histogram_quantile(0.5, sum by (le) "
+                    f"(rate(exstream_event_loop_lag_seconds_bucket{rate})))",
+                    "p50",
+                ),
+                (
+                    "histogram_quantile(0.99, sum by (le) "
+                    f"(rate(exstream_event_loop_lag_seconds_bucket{rate})))",
+                    "p99",
+                ),
+            ),
+        ],
+    )
+
+
+def channels() -> dict[str, Any]:
+    rate = "[$__rate_interval]"
+    states = {
+        "type": "value",
+        "options": {"0": {"text": "down", "color": "red"}, "1": {"text": "up", "color": "green"}},
+    }
+    return dashboard(
+        "exstream-channels",
+        "exstream / Channels",
+        "What each channel is doing: state, viewers, output, playout.",
+        [
+            panel(
+                "state-timeline",
+                "Channel state",
+                "none",
+                [(f"exstream_channel_state{{{CH}}} == 1", "{{channel}} {{state}}")],
+                options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8},
+            ),
+            panel(
+                "stat",
+                "Channel up",
+                "none",
+                [(f"exstream_channel_up{{{CH}}}", "{{channel}}")],
+                defaults={"mappings": [states]},
+                options={"colorMode": "background", "graphMode": "none", "textMode": "auto"},
+            ),
+            timeseries("Viewers", "short", (f"exstream_channel_viewers{{{CH}}}", "{{channel}}")),
+            timeseries(
+                "Output bitrate",
+                "bps",
+                (f"exstream:channel_output_bitrate:rate1m{{{CH}}}", "{{channel}}"),
+                description="MPEG-TS bits per second out of each channel's ffmpeg.",
+            ),
+            timeseries(
+                "Seconds since last output",
+                "s",
+                (f"exstream:channel_seconds_since_output{{{CH}}}", "{{channel}}"),
+                description="Grows while a channel is silent; stopped channels keep the age "
+                "of their last output.",
+            ),
+            timeseries(
+                "Playout horizon",
+                "s",
+                (f"exstream_playout_horizon_seconds{{{CH}}}", "{{channel}}"),
+            ),
+            timeseries(
+                "Viewer drops",
+                "short",
+                (
+                    "sum by (channel, reason) "
+                    f"(increase(exstream_viewer_drops_total{{{CH}}}{rate}))",
+                    "{{channel}} {{reason}}",
+                ),
+            ),
+            timeseries(
+                "Media items",
+                "short",
+                (f"exstream_media_items{{{CH}}}", "{{channel}}"),
+                (f"sum by (reason) (increase(exstream_media_skipped_total{rate}))", "skipped"),
+            ),
+        ],
+    )
+
+
+def api() -> dict[str, Any]:
+    rate = "[$__rate_interval]"
+    return dashboard(
+        "exstream-api",
+        "exstream / API and logs",
+        "HTTP requests by route template, errors, latency; log entries and rejected log ids.",
+        [
+            timeseries(
+                "Request rate by route",
+                "reqps",
+                (
+                    f"sum by (route) (rate(exstream_http_requests_total{rate}))",
+                    "{{route}}",
+                ),
+            ),
+            timeseries(
+                "Errors by route",
+                "reqps",
+                (
+                    'sum by (route, status) (rate(exstream_http_requests_total{status=~"[45].."}'
+                    f"{rate}))",
+                    "{{route}} {{status}}",
+                ),
+            ),
+            timeseries(
+                "5xx ratio",
+                "percentunit",
+                ("exstream:http_requests_5xx:ratio_rate5m", "{{instance}}"),
+            ),
+            timeseries(
+                "Latency p95 by route",
+                "s",
+                (
+                    "histogram_quantile(0.95, sum by (route, le) "
+                    f"(rate(exstream_http_request_duration_seconds_bucket{rate})))",
+                    "{{route}}",
+                ),
+                description="Streams count the time to their response headers.",
+            ),
+            timeseries(
+                "Log entries by level",
+                "cps",
+                (f"sum by (level) (rate(exstream_log_entries_total{rate}))", "{{level}}"),
+            ),
+            timeseries(
+                "Rejected log ids and dropped entries",
+                "short",
+                (
+                    f"sum by (kind) (increase(exstream_logs_invalid_id_total{rate}))",
+                    "invalid {{kind}}",
+                ),
+                (f"sum(increase(exstream_logs_dropped_total{rate}))", "dropped"),
+            ),
+        ],
+    )
+
+
+DASHBOARDS = {"cascade.json": cascade, "channels.json": channels, "api.json": api}
+
+
+def render() -> dict[str, str]:
+    return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main() -> int:
+    for name, text in render().items():
+        (HERE / name).write_text(text, encoding="utf-8")
+        print(f"wrote dashboards/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
