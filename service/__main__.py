@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -69,15 +71,31 @@ def _load(path: str) -> Settings:
         raise SystemExit(2) from None
 
 
+class Server(uvicorn.Server):
+    """Ends endless responses (log tails) when shutdown begins: uvicorn runs the lifespan
+    shutdown only after waiting for open connections, which would be too late."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_shutdown()
+        await super().shutdown(sockets)
+
+
 def serve(settings: Settings) -> int:
-    from service.app import create_app
+    from service.app import create_app, log_store_of
     from telemetry.logging import configure_logging
 
     server_settings = settings.server
-    configure_logging(server_settings.log_level, server_settings.log_format, enqueue=True)
+    app = create_app(settings)
+    store = log_store_of(app)
+    configure_logging(
+        server_settings.log_level, server_settings.log_format, enqueue=True, sinks=[store.append]
+    )
     for warning in settings.warnings:
         logger.warning("{}: {}", settings.path, warning)
-    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=server_settings.host,
@@ -87,7 +105,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
     )
-    server = uvicorn.Server(config)
+    server = Server(config, on_shutdown=store.close_streams)
     server.run()
     return 0 if server.started else 1
 

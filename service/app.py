@@ -7,7 +7,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
 from prometheus_client import CollectorRegistry
@@ -18,13 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from service.api import channels, iptv, probes, streams
+from service import openapi
+from service.api import channels, iptv, logs, probes, streams
+from service.auth import BearerAuthMiddleware
 from service.channels import ChannelRegistry
 from service.config import Settings
 from service.errors import ExstreamError
 from service.ffmpeg import ManagedProcess
 from service.health import HealthMonitor, measure_loop_lag
 from service.httpmetrics import HttpMetricsMiddleware
+from service.logstore import LogStore
 from service.media import MediaScanner, ProbeCache, log_progress
 from service.pool import ProcessFactory, ProcessPool
 from service.ratelimit import TokenBucket
@@ -76,6 +79,8 @@ def routes(metrics: Metrics) -> list[Route | Mount]:
         Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),
         Route("/healthz", probes.healthz, methods=["GET"]),
         Route("/readyz", probes.readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
+        *logs.ROUTES,
         Mount("/metrics", app=metrics_app(metrics.registry)),
     ]
 
@@ -87,11 +92,15 @@ def create_app(
     process_factory: ProcessFactory = ManagedProcess,
 ) -> Starlette:
     metrics = Metrics(registry)
+    # Built before the app starts so that __main__ can hand its sink to loguru.
+    log_store = LogStore(settings.server.data_dir / "logs.sqlite", settings.logs, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
-            state = await _build(settings, metrics, process_factory, stack)
+            await log_store.start()
+            stack.push_async_callback(log_store.close)
+            state = await _build(settings, metrics, process_factory, stack, log_store)
             tasks = [
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
                 asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
@@ -107,9 +116,12 @@ def create_app(
             finally:
                 await _shutdown(state, tasks, settings.server.graceful_shutdown)
 
-    return Starlette(
+    middleware = [Middleware(HttpMetricsMiddleware, metrics=metrics)]
+    if settings.server.api_token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=settings.server.api_token))
+    app = Starlette(
         routes=routes(metrics),
-        middleware=[Middleware(HttpMetricsMiddleware, metrics=metrics)],
+        middleware=middleware,
         exception_handlers={
             ExstreamError: exstream_error,
             HTTPException: http_error,
@@ -117,6 +129,12 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    app.state.log_store = log_store
+    return app
+
+
+def log_store_of(app: Starlette) -> LogStore:
+    return cast(LogStore, app.state.log_store)
 
 
 async def _build(
@@ -124,6 +142,7 @@ async def _build(
     metrics: Metrics,
     process_factory: ProcessFactory,
     stack: contextlib.AsyncExitStack,
+    log_store: LogStore,
 ) -> AppState:
     settings.server.data_dir.mkdir(parents=True, exist_ok=True)
     bucket = TokenBucket(settings.pool.spawn_rate, settings.pool.spawn_burst)
@@ -165,6 +184,7 @@ async def _build(
         channels=registry,
         pool=pool,
         monitor=monitor,
+        logs=log_store,
         ffmpeg_found=shutil.which(settings.ffmpeg.ffmpeg) is not None,
         started_at=time.monotonic(),
     )
@@ -186,6 +206,7 @@ async def _forever(run: Callable[[], Awaitable[None]], name: str) -> None:
 async def _shutdown(state: AppState, tasks: list[asyncio.Task[None]], timeout: float) -> None:
     """Ordered, each step bounded: viewers -> background loops -> channels -> pool."""
     logger.info("exstream shutting down")
+    state.logs.close_streams()
     state.channels.close_hubs()
     for task in tasks:
         task.cancel()

@@ -231,10 +231,11 @@ class LogStore:
         self._writer.start()
 
     def _connect(self, create: bool = False) -> sqlite3.Connection:
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA busy_timeout = 5000")
         if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.executescript(_SCHEMA)
@@ -346,6 +347,8 @@ class LogStore:
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything appended so far is stored (tests, benchmarks)."""
+        if self._writer is None or not self._writer.is_alive():
+            raise RuntimeError("the log store is not running")
         marker = _Flush()
         await asyncio.to_thread(self._queue.put, marker, True, timeout)
         if not await asyncio.to_thread(marker.done.wait, timeout):
