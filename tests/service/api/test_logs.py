@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import Callable, Iterator
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loguru import logger
@@ -21,7 +26,8 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.logs import parse_rfc3339
+from service.__main__ import Server
+from service.api.logs import parse_rfc3339, tail
 from service.app import log_store_of
 from service.entryid import MAX_KEY, encode_cursor, encode_id
 from service.logstore import LogFilter, LogStore, micros
@@ -342,3 +348,132 @@ async def test_logs_written_during_a_request_are_found_by_its_trace_id(
             assert [e["message"] for e in found] == [f"handled {path}", f"handling {path}"]
             assert all(e["trace_id"] == trace_id and e["span_id"] for e in found)
     provider.shutdown()
+
+
+# -- live tail (real uvicorn: streams are never tested through buffering clients) -------------
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette, graceful: float = 5.0) -> AsyncIterator[tuple[str, Server]]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=round(graceful),
+    )  # fmt: skip
+    server = Server(config, on_shutdown=log_store_of(app).close_streams)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert not task.done(), "server did not start"
+        assert time.monotonic() < deadline, "server did not start in time"
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            await task
+        sock.close()
+
+
+async def events(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
+    """Server-sent events as {"id", "data"} dicts; comments as {"comment"}."""
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line == "":
+            if fields:
+                yield fields
+            fields = {}
+        elif line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        else:
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+
+async def test_tail_delivers_a_new_entry_within_a_second(make_app: AppFactory) -> None:
+    app = make_app()
+    store = log_store_of(app)
+    async with serving(app) as (url, _), httpx.AsyncClient(timeout=30) as client:
+        await fill(store, 3, "before")
+        async with client.stream("GET", f"{url}/api/logs/stream") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            stream = events(response)
+            assert (await anext(stream)).get("comment") == "exstream log tail"
+            sent = time.monotonic()
+            store.append(entry("fresh", level="ERROR"))
+            async with asyncio.timeout(10):
+                event = await anext(stream)
+            assert time.monotonic() - sent < 1.0
+            data = json.loads(event["data"])
+            assert data["message"] == "fresh"
+            assert event["id"] == data["id"]
+
+
+async def test_tail_resumes_after_last_event_id_with_filters(make_app: AppFactory) -> None:
+    app = make_app()
+    store = log_store_of(app)
+    async with serving(app) as (url, _), httpx.AsyncClient(timeout=30) as client:
+        for i in range(6):
+            store.append(entry(f"line {i}", level="WARNING" if i % 2 else "INFO"))
+        await store.flush()
+        page = await store.page(LogFilter(), None, 10)
+        resume_from = page[-2]  # "line 1"
+        headers = {"Last-Event-ID": resume_from.id}
+        params = {"level": "WARNING"}
+        async with client.stream(
+            "GET", f"{url}/api/logs/stream", headers=headers, params=params
+        ) as response:
+            stream = events(response)
+            got: list[str] = []
+            async with asyncio.timeout(10):
+                while len(got) < 2:
+                    event = await anext(stream)
+                    if "data" in event:
+                        got.append(json.loads(event["data"])["message"])
+            assert got == ["line 3", "line 5"]
+
+
+async def test_tail_rejects_a_malformed_last_event_id(make_app: AppFactory) -> None:
+    app = make_app()
+    async with running(app) as client:
+        response = await client.get("/api/logs/stream", headers={"Last-Event-ID": "entries"})
+        assert response.status_code == 400
+        assert response.json()["error"] == "invalid_entry_id"
+
+
+async def test_tails_end_promptly_when_the_server_shuts_down(make_app: AppFactory) -> None:
+    app = make_app()
+    graceful = 5.0
+    async with (
+        serving(app, graceful) as (url, server),
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", f"{url}/api/logs/stream") as response,
+    ):
+        stream = events(response)
+        assert (await anext(stream)).get("comment") == "exstream log tail"
+        started = time.monotonic()
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            rest = [event async for event in stream]
+        assert rest == []
+        assert time.monotonic() - started < graceful / 2, "the tail held up shutdown"
+
+
+async def test_tail_sends_keepalive_comments(make_app: AppFactory) -> None:
+    app = make_app()
+    store = log_store_of(app)
+    async with running(app):
+        stream = tail(store, LogFilter(), await store.last_key(), keepalive=0.05)
+        assert await anext(stream) == ": exstream log tail\n\n"
+        async with asyncio.timeout(10):
+            assert await anext(stream) == ": keep-alive\n\n"
+        store.append(entry("after a pause"))
+        async with asyncio.timeout(10):
+            while (chunk := await anext(stream)).startswith(":"):
+                pass
+        assert "after a pause" in chunk
+        await stream.aclose()
