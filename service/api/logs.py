@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta, timezone
 
 from starlette.requests import Request
@@ -176,7 +176,7 @@ async def stream_entries(request: Request) -> StreamingResponse:
 
 async def tail(
     store: LogStore, where: LogFilter, after: int, keepalive: float = KEEPALIVE_SECONDS
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Entries after `after`, then each new one as it is committed, until the store closes."""
     yield ": exstream log tail\n\n"
     while not store.closing:
