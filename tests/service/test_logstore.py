@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from service.config import LogSettings
+from service.config import LogSettings, parse_settings
+from service.errors import ConfigError
 from service.logstore import REDACTED, LogFilter, LogStore, micros, redact, redact_value
 from telemetry.metrics import Metrics
 
@@ -260,3 +261,15 @@ async def test_commits_wake_tails_and_close_ends_them(make_store: StoreFactory) 
     store.close_streams()
     assert closing.is_set()
     assert store.closing
+
+
+def test_logs_section_of_the_config(tmp_path: Path) -> None:
+    data = {"logs": {"retention_days": 0.5, "max_rows": 5000}}
+    settings = parse_settings(data, tmp_path / "channels.toml", {})
+    assert settings.logs == LogSettings(retention_days=0.5, max_rows=5000)
+    bad = {"logs": {"retention_days": 0, "max_rows": 10, "queue_size": "big", "colour": 1}}
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(bad, tmp_path / "channels.toml", {})
+    problems = "\n".join(caught.value.problems)
+    for key in ("logs.retention_days", "logs.max_rows", "logs.queue_size", "logs.colour"):
+        assert key in problems
