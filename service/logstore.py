@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import queue
 import re
@@ -73,16 +74,26 @@ _AUTH_HEADER = re.compile(
     r"[^\s\"',;}]+"
 )
 _KEY_VALUE = re.compile(
-    r"(?i)([\w.-]*(?:password|passwd|token|secret)[\w.-]*)"
+    r"(?i)((?:password|passwd|token|secret)[\w.-]*)"
     r"(=|[\"']\s*:\s*[\"']|:\s+)([^\s&\"',;}]+)"
 )
+# A cheap first pass: most messages have none of these, and skip the substitutions.
+_MAYBE_SECRET = re.compile(r"(?i)bearer|authorization|passw|token|secret")
 _SECRET_KEY = re.compile(r"(?i)password|passwd|token|secret|authorization|api_?key|cookie")
+_encode_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 def redact(text: str) -> str:
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return _KEY_VALUE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 def redact_value(value: Any) -> Any:
@@ -92,7 +103,7 @@ def redact_value(value: Any) -> Any:
         return [redact_value(v) for v in value]
     if isinstance(value, dict):
         return {
-            k: REDACTED if _SECRET_KEY.search(str(k)) and v is not None else redact_value(v)
+            k: REDACTED if _secret_key(str(k)) and v is not None else redact_value(v)
             for k, v in value.items()
         }
     return value
@@ -151,7 +162,10 @@ class LogFilter:
         where: list[str] = []
         params: list[Any] = []
         if self.channel is not None:
-            where.append("channel = ?")
+            # With a level too, "+" keeps SQLite on the (level_no, id) index, which walks
+            # in id order; the channel index would scan the channel for rare levels.
+            by_level = self.min_level is not None and self.trace_id is None
+            where.append("+channel = ?" if by_level else "channel = ?")
             params.append(self.channel)
         if self.trace_id is not None:
             where.append("trace_id = ?")
@@ -221,6 +235,11 @@ class LogStore:
             self._queue.put_nowait(entry)
         except queue.Full:
             self.metrics.logs_dropped.inc()
+
+    @property
+    def backlog(self) -> int:
+        """Entries waiting for the writer."""
+        return self._queue.qsize()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -310,7 +329,7 @@ class LogStore:
             _text(entry.get("channel")),
             _text(entry.get("trace_id")),
             _text(entry.get("span_id")),
-            json.dumps(extra, ensure_ascii=False, default=str),
+            _encode_json(extra),
         )
 
     def enforce_retention(self) -> None:
