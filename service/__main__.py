@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -71,10 +73,23 @@ def _load(path: str) -> Settings:
         raise SystemExit(2) from None
 
 
+class Server(uvicorn.Server):
+    """Ends endless responses (log tails) when shutdown begins: uvicorn runs the lifespan
+    shutdown only after waiting for open connections, which would be too late."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_shutdown()
+        await super().shutdown(sockets)
+
+
 def serve(settings: Settings) -> int:
     from opentelemetry import trace
 
-    from service.app import create_app
+    from service.app import create_app, log_store_of
     from telemetry.logging import configure_logging
     from telemetry.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
@@ -85,11 +100,14 @@ def serve(settings: Settings) -> int:
         print(f"exstream: {exc}", file=sys.stderr)
         return 2
     trace.set_tracer_provider(provider)
+    app = create_app(settings, tracer_provider=provider)
+    store = log_store_of(app)
     # enqueue: a slow stderr must never block the event loop.
-    configure_logging(server_settings.log_level, server_settings.log_format, enqueue=True)
+    configure_logging(
+        server_settings.log_level, server_settings.log_format, enqueue=True, sinks=[store.append]
+    )
     for warning in settings.warnings:
         logger.warning("{}: {}", settings.path, warning)
-    app = create_app(settings, tracer_provider=provider)
     config = uvicorn.Config(
         app,
         host=server_settings.host,
@@ -99,7 +117,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
     )
-    server = uvicorn.Server(config)
+    server = Server(config, on_shutdown=store.close_streams)
     # uvicorn re-raises the signal that stopped it; catch that re-raise, so buffered
     # spans and log lines are flushed before the process ends the way it would have.
     captured: list[int] = []

@@ -7,7 +7,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
 from opentelemetry import trace
@@ -19,14 +19,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import __version__
-from service.api import channels, iptv, probes, streams
+from service import __version__, openapi
+from service.api import channels, iptv, logs, probes, streams
+from service.auth import BearerAuthMiddleware
 from service.channels import ChannelRegistry
 from service.config import Settings
 from service.errors import ExstreamError
 from service.ffmpeg import ManagedProcess
 from service.health import HealthMonitor, measure_loop_lag
 from service.httpmetrics import HttpMetricsMiddleware
+from service.logstore import LogStore
 from service.media import MediaScanner, ProbeCache, log_progress
 from service.pool import ProcessFactory, ProcessPool
 from service.ratelimit import TokenBucket
@@ -79,6 +81,8 @@ def routes(metrics: Metrics) -> list[Route]:
         Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),
         Route("/healthz", probes.healthz, methods=["GET"]),
         Route("/readyz", probes.readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
+        *logs.ROUTES,
         Route("/metrics", MetricsEndpoint(metrics.registry), methods=["GET"]),
     ]
 
@@ -95,11 +99,15 @@ def create_app(
         metrics.add_channel(str(channel.number))
     provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
     tracer = provider.get_tracer(TRACER, __version__)
+    # Built before the app starts so that __main__ can hand its sink to loguru.
+    log_store = LogStore(settings.server.data_dir / "logs.sqlite", settings.logs, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
-            state = await _build(settings, metrics, process_factory, tracer, stack)
+            await log_store.start()
+            stack.push_async_callback(log_store.close)
+            state = await _build(settings, metrics, process_factory, tracer, stack, log_store)
             tasks = [
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
                 asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
@@ -118,7 +126,9 @@ def create_app(
     # Tracing outermost, so request metrics see the server span (exemplars).
     middleware = [http_tracing(provider)] if is_enabled(provider) else []
     middleware.append(Middleware(HttpMetricsMiddleware, metrics=metrics))
-    return Starlette(
+    if settings.server.api_token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=settings.server.api_token))
+    app = Starlette(
         routes=routes(metrics),
         middleware=middleware,
         exception_handlers={
@@ -128,6 +138,12 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    app.state.log_store = log_store
+    return app
+
+
+def log_store_of(app: Starlette) -> LogStore:
+    return cast(LogStore, app.state.log_store)
 
 
 async def _build(
@@ -136,6 +152,7 @@ async def _build(
     process_factory: ProcessFactory,
     tracer: trace.Tracer,
     stack: contextlib.AsyncExitStack,
+    log_store: LogStore,
 ) -> AppState:
     settings.server.data_dir.mkdir(parents=True, exist_ok=True)
     bucket = TokenBucket(settings.pool.spawn_rate, settings.pool.spawn_burst)
@@ -181,6 +198,7 @@ async def _build(
         channels=registry,
         pool=pool,
         monitor=monitor,
+        logs=log_store,
         ffmpeg_found=shutil.which(settings.ffmpeg.ffmpeg) is not None,
         started_at=time.monotonic(),
     )
@@ -202,6 +220,7 @@ async def _forever(run: Callable[[], Awaitable[None]], name: str) -> None:
 async def _shutdown(state: AppState, tasks: list[asyncio.Task[None]], timeout: float) -> None:
     """Ordered, each step bounded: viewers -> background loops -> channels -> pool."""
     logger.info("exstream shutting down")
+    state.logs.close_streams()
     state.channels.close_hubs()
     for task in tasks:
         task.cancel()

@@ -88,6 +88,13 @@ class PoolSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    retention_days: float = 7.0
+    max_rows: int = 1_000_000
+    queue_size: int = 100_000
+
+
+@dataclass(frozen=True)
 class ChannelConfig:
     number: int
     name: str
@@ -113,6 +120,7 @@ class Settings:
     stream: StreamSettings = StreamSettings()
     health: HealthSettings = HealthSettings()
     pool: PoolSettings = PoolSettings()
+    logs: LogSettings = LogSettings()
     channels: tuple[ChannelConfig, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -229,6 +237,8 @@ _CHECKS: dict[str, _Check] = {
     "max_in_flight": (lambda v: v >= 1, "must be at least 1"),
     "probe_concurrency": (lambda v: v >= 1, "must be at least 1"),
     "buffer_bytes": (lambda v: v >= 188 * 1024, "must be at least 192512 (1024 packets)"),
+    "max_rows": (lambda v: v >= 1000, "must be at least 1000"),
+    "queue_size": (lambda v: v >= 1000, "must be at least 1000"),
     **{
         key: _positive
         for key in (
@@ -250,6 +260,7 @@ _CHECKS: dict[str, _Check] = {
             "backoff_max",
             "spawn_rate",
             "acquire_timeout",
+            "retention_days",
         )
     },
 }
@@ -261,6 +272,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "stream": StreamSettings,
     "health": HealthSettings,
     "pool": PoolSettings,
+    "logs": LogSettings,
 }
 _ENV_KEYS: dict[str, str] = {
     "HOST": "host",
@@ -319,6 +331,7 @@ def parse_settings(data: Mapping[str, Any], path: Path, environ: Mapping[str, st
         stream=sections["stream"],
         health=health,
         pool=sections["pool"],
+        logs=sections["logs"],
         channels=channels,
         warnings=tuple(reader.warnings),
     )

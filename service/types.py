@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from service.channels import ChannelRegistry
     from service.config import Settings
     from service.health import HealthMonitor
+    from service.logstore import LogStore
     from service.pool import ProcessPool
     from telemetry.metrics import Metrics
 
@@ -22,6 +23,7 @@ class AppState:
     channels: ChannelRegistry
     pool: ProcessPool
     monitor: HealthMonitor
+    logs: LogStore
     ffmpeg_found: bool
     started_at: float
 

@@ -1,0 +1,310 @@
+"""`GET /openapi.json`: the REST surface of the service, kept equal to the routes by a test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service import __version__
+from service.entryid import TOKEN_PATTERN
+from service.logstore import LEVELS
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(kind: str, **more: Any) -> Schema:
+    return {"type": kind, "nullable": True, **more}
+
+
+def content(schema: Schema, media_type: str = JSON) -> Schema:
+    return {"content": {media_type: {"schema": schema}}}
+
+
+def error(description: str) -> Schema:
+    return {"description": description, **content(ref("Error"))}
+
+
+def text(description: str, media_type: str) -> Schema:
+    return {"description": description, **content({"type": "string"}, media_type)}
+
+
+def query(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def path_param(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+CHANNEL_NUMBER = path_param("number", {"type": "integer", "minimum": 0}, "Channel number.")
+ENTRY_ID = path_param(
+    "entry_id",
+    {"type": "string", "pattern": f"^{TOKEN_PATTERN}$"},
+    "Opaque entry id (16 base64url characters). Malformed ids answer 400 invalid_entry_id.",
+)
+LOG_FILTERS = [
+    query("level", {"type": "string", "enum": list(LEVELS)}, "This level and above."),
+    query("channel", {"type": "string"}, "Only entries of this channel."),
+    query("since", {"type": "string", "format": "date-time"}, "RFC 3339, inclusive."),
+    query("until", {"type": "string", "format": "date-time"}, "RFC 3339, exclusive."),
+    query("q", {"type": "string"}, "Substring of the message, ignoring ASCII case."),
+    query("trace_id", {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}, "Trace id."),
+]
+LOGS_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+UNAUTHORIZED = error("Bearer token missing or wrong (only when EXSTREAM_API_TOKEN is set).")
+
+
+def get(summary: str, responses: Schema, **more: Any) -> Schema:
+    return {"get": {"summary": summary, "responses": responses, **more}}
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "detail": {}},
+    },
+    "LogEntry": {
+        "type": "object",
+        "required": ["id", "time", "level", "message", "extra"],
+        "properties": {
+            "id": {"type": "string", "pattern": f"^{TOKEN_PATTERN}$"},
+            "time": {"type": "string", "format": "date-time"},
+            "level": {"type": "string"},
+            "message": {"type": "string"},
+            "logger": nullable("string"),
+            "channel": nullable("string"),
+            "trace_id": nullable("string"),
+            "span_id": nullable("string"),
+            "extra": {"type": "object"},
+        },
+    },
+    "LogPage": {
+        "type": "object",
+        "required": ["entries", "next_cursor"],
+        "properties": {
+            "entries": {"type": "array", "items": ref("LogEntry")},
+            "next_cursor": nullable("string", pattern=f"^{TOKEN_PATTERN}$"),
+        },
+    },
+    "Channel": {
+        "type": "object",
+        "required": ["number", "name", "mode", "state", "viewers", "stream_url"],
+        "properties": {
+            "number": {"type": "integer"},
+            "name": {"type": "string"},
+            "mode": {"type": "string", "enum": ["on_demand", "always_on"]},
+            "state": {"type": "string"},
+            "viewers": {"type": "integer"},
+            "pid": nullable("integer"),
+            "uptime_seconds": nullable("number"),
+            "restarts": {"type": "integer"},
+            "failure": {"nullable": True},
+            "last_output_at": nullable("string"),
+            "current": nullable("object"),
+            "media_items": {"type": "integer"},
+            "skipped_media": {"type": "array", "items": {"type": "object"}},
+            "horizon_seconds": {"type": "number"},
+            "stream_url": {"type": "string"},
+        },
+    },
+    "Probe": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
+    },
+}
+
+PATHS: dict[str, Schema] = {
+    "/stream/{number}.ts": get(
+        "One viewer's live MPEG-TS stream of the channel (endless).",
+        {
+            "200": {
+                "description": "MPEG-TS",
+                **content({"type": "string", "format": "binary"}, "video/mp2t"),
+            },
+            "404": error("No such channel."),
+            "503": error("The channel cannot serve a viewer now."),
+        },
+        parameters=[CHANNEL_NUMBER],
+    ),
+    "/iptv/channels.m3u": get(
+        "M3U playlist of every channel.", {"200": text("Playlist", "audio/x-mpegurl")}
+    ),
+    "/iptv/xmltv.xml": get("XMLTV guide, next 24 h.", {"200": text("Guide", "application/xml")}),
+    "/discover.json": get(
+        "HDHomeRun device description.",
+        {"200": {"description": "Device", **content({"type": "object"})}},
+    ),
+    "/lineup.json": get(
+        "HDHomeRun lineup.",
+        {
+            "200": {
+                "description": "Lineup",
+                **content({"type": "array", "items": {"type": "object"}}),
+            }
+        },
+    ),
+    "/lineup_status.json": get(
+        "HDHomeRun lineup status.",
+        {"200": {"description": "Status", **content({"type": "object"})}},
+    ),
+    "/api/channels": get(
+        "Status of every channel.",
+        {
+            "200": {
+                "description": "Channels",
+                **content(
+                    {
+                        "type": "object",
+                        "required": ["channels"],
+                        "properties": {"channels": {"type": "array", "items": ref("Channel")}},
+                    }
+                ),
+            }
+        },
+    ),
+    "/api/channels/{number}": get(
+        "Status of one channel.",
+        {
+            "200": {"description": "Channel", **content(ref("Channel"))},
+            "404": error("No such channel."),
+        },
+        parameters=[CHANNEL_NUMBER],
+    ),
+    "/api/channels/{number}/restart": {
+        "post": {
+            "summary": "Reset a failed channel or restart a running one now.",
+            "parameters": [CHANNEL_NUMBER],
+            "security": LOGS_AUTH,
+            "responses": {
+                "202": {
+                    "description": "Accepted",
+                    **content(
+                        {
+                            "type": "object",
+                            "required": ["number", "action"],
+                            "properties": {
+                                "number": {"type": "integer"},
+                                "action": {"type": "string", "enum": ["reset", "restarted"]},
+                            },
+                        }
+                    ),
+                },
+                "401": UNAUTHORIZED,
+                "404": error("No such channel."),
+                "409": error("The channel is not running."),
+            },
+        }
+    },
+    "/healthz": get(
+        "Liveness: the process answers.",
+        {"200": {"description": "Alive", **content(ref("Probe"))}},
+    ),
+    "/readyz": get(
+        "Readiness: config loaded, ffmpeg found, accepting viewers.",
+        {
+            "200": {"description": "Ready", **content(ref("Probe"))},
+            "503": {"description": "Not ready", **content(ref("Probe"))},
+        },
+    ),
+    "/metrics": get(
+        "Prometheus metrics (text format, or OpenMetrics by content negotiation).",
+        {"200": text("Metrics", "text/plain")},
+    ),
+    "/openapi.json": get(
+        "This document.", {"200": {"description": "OpenAPI 3.0", **content({"type": "object"})}}
+    ),
+    "/api/logs/entries": get(
+        "Stored log entries, newest first, by keyset pages.",
+        {
+            "200": {"description": "A page", **content(ref("LogPage"))},
+            "400": error("Bad filter (detail names it) or malformed cursor."),
+            "401": UNAUTHORIZED,
+        },
+        parameters=[
+            *LOG_FILTERS,
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Default 100."),
+            query(
+                "cursor",
+                {"type": "string", "pattern": f"^{TOKEN_PATTERN}$"},
+                "next_cursor of the previous page.",
+            ),
+        ],
+        security=LOGS_AUTH,
+    ),
+    "/api/logs/stream": get(
+        "Live tail as Server-Sent Events (event id = entry id); resumes after Last-Event-ID.",
+        {
+            "200": text("Events", "text/event-stream"),
+            "400": error("Bad filter or malformed Last-Event-ID."),
+            "401": UNAUTHORIZED,
+        },
+        parameters=[
+            *LOG_FILTERS,
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": f"^{TOKEN_PATTERN}$"},
+            },
+        ],
+        security=LOGS_AUTH,
+    ),
+    "/api/logs/entries/{entry_id}": get(
+        "One log entry.",
+        {
+            "200": {"description": "The entry", **content(ref("LogEntry"))},
+            "400": error("Malformed id."),
+            "401": UNAUTHORIZED,
+            "404": error("Well-formed id of no stored entry."),
+        },
+        parameters=[ENTRY_ID],
+        security=LOGS_AUTH,
+    ),
+    "/api/logs/{entry_id}": get(
+        "One log entry (the old API's path).",
+        {
+            "200": {"description": "The entry", **content(ref("LogEntry"))},
+            "400": error("Malformed id."),
+            "401": UNAUTHORIZED,
+            "404": error("Well-formed id of no stored entry."),
+        },
+        parameters=[ENTRY_ID],
+        security=LOGS_AUTH,
+        deprecated=True,
+    ),
+}
+
+DOCUMENT: Schema = {
+    "openapi": "3.0.3",
+    "info": {"title": "exstream", "version": __version__},
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(DOCUMENT)
