@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 import tomli_w
+from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 FAKE_FFMPEG = Path(__file__).with_name("fake_ffmpeg.py")
@@ -92,6 +93,15 @@ class Server:
                 if name is None or any(name in part for part in proc.cmdline()):
                     alive.append(proc)
         return alive
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

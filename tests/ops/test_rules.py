@@ -151,7 +151,7 @@ def test_routing_by_severity(labels: list[str], receiver: str) -> None:
 def test_counters_under_increase_alerts_start_at_zero() -> None:
     """increase() misses a counter's first event if its series appears already at 1."""
     metrics = Metrics(CollectorRegistry())
-    metrics.set_channel_state("7", "running")
+    metrics.add_channel("7")
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in metrics.registry.collect()
