@@ -172,6 +172,7 @@ async def _build(
         backoff_max=health.backoff_max,
         max_in_flight=health.max_in_flight,
     )
+    metrics.restarts_in_flight.set_function(lambda: policy.in_flight)
     cache = ProbeCache(settings.server.data_dir / "media-cache.sqlite")
     stack.callback(cache.close)
     scanner = MediaScanner(

@@ -87,51 +87,60 @@ def packets(data: bytes | memoryview) -> Iterator[memoryview]:
 
 @dataclass
 class Aligner:
-    """Turns a byte stream into whole, sync-checked packets; skips garbage and counts it."""
+    """Turns a byte stream into whole, sync-checked packets; skips garbage and counts it.
+
+    Sync is found where three sync bytes stand 188 bytes apart (random bytes pass a
+    single check one time in 256); once found, packets are taken while each starts
+    with a sync byte, across calls.
+    """
 
     _rest: bytes = b""
+    _locked: bool = False
     skipped: int = 0
 
     def feed(self, data: bytes) -> bytes:
         buf = self._rest + data if self._rest else data
-        start = self._sync(buf, 0)
-        if start is None:
-            keep = buf[-(PACKET_SIZE - 1) :] if len(buf) >= PACKET_SIZE else buf
-            self.skipped += len(buf) - len(keep)
-            self._rest = keep
-            return b""
-        self.skipped += start
+        size = len(buf)
         out = bytearray()
-        pos = start
-        while pos + PACKET_SIZE <= len(buf):
-            if buf[pos] == SYNC_BYTE:
-                run_end = pos
-                while run_end + PACKET_SIZE <= len(buf) and buf[run_end] == SYNC_BYTE:
-                    run_end += PACKET_SIZE
-                out += buf[pos:run_end]
-                pos = run_end
+        pos = 0
+        while pos + PACKET_SIZE <= size:
+            if buf[pos] == SYNC_BYTE and (self._locked or self._confirmed(buf, pos)):
+                end = pos
+                while end + PACKET_SIZE <= size and buf[end] == SYNC_BYTE:
+                    end += PACKET_SIZE
+                out += buf[pos:end]
+                pos = end
+                self._locked = True
                 continue
-            found = self._sync(buf, pos)
+            self._locked = False
+            found = self._sync(buf, pos + (buf[pos] != SYNC_BYTE))
             if found is None:
+                keep = max(pos, size - 2 * PACKET_SIZE)
+                self.skipped += keep - pos
+                pos = keep
                 break
             self.skipped += found - pos
             pos = found
+            if found + 2 * PACKET_SIZE >= size:
+                break  # a candidate that the next bytes will confirm or not
         self._rest = bytes(buf[pos:])
-        if len(self._rest) > 2 * PACKET_SIZE:
-            self.skipped += len(self._rest) - PACKET_SIZE
-            self._rest = self._rest[-PACKET_SIZE:]
         return bytes(out)
 
     def reset(self) -> None:
         self._rest = b""
+        self._locked = False
 
     @staticmethod
-    def _sync(buf: bytes, start: int) -> int | None:
-        """First offset from `start` with a sync byte that the next packet confirms (if present)."""
+    def _confirmed(buf: bytes, pos: int) -> bool:
+        third = pos + 2 * PACKET_SIZE
+        return third < len(buf) and buf[pos + PACKET_SIZE] == SYNC_BYTE == buf[third]
+
+    @classmethod
+    def _sync(cls, buf: bytes, start: int) -> int | None:
+        """The first confirmed sync offset from `start`, or one too near the end to tell."""
         pos = buf.find(SYNC_BYTE, start)
         while pos != -1:
-            following = pos + PACKET_SIZE
-            if following >= len(buf) or buf[following] == SYNC_BYTE:
+            if pos + 2 * PACKET_SIZE >= len(buf) or cls._confirmed(buf, pos):
                 return pos
             pos = buf.find(SYNC_BYTE, pos + 1)
         return None

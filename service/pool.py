@@ -47,8 +47,9 @@ class ProcessPool:
         self._slots = asyncio.Semaphore(capacity)
         self._processes: set[ManagedProcess] = set()
         metrics.pool_capacity.set(capacity)
-        metrics.pool_processes.set(0)
-        metrics.ratelimit_tokens.set(bucket.tokens)
+        # Read at scrape time, so they are never stale between events.
+        metrics.pool_processes.set_function(lambda: self.in_use)
+        metrics.ratelimit_tokens.set_function(lambda: bucket.tokens)
 
     @asynccontextmanager
     async def spawn(self, channel: str, argv: Sequence[str]) -> AsyncIterator[ManagedProcess]:
@@ -63,7 +64,6 @@ class ProcessPool:
                 await proc.__aexit__(None, None, None)
         finally:
             self.in_use -= 1
-            self.metrics.pool_processes.set(self.in_use)
             self._slots.release()
 
     async def _acquire(self, channel: str) -> None:
@@ -92,7 +92,6 @@ class ProcessPool:
                 span.set_attribute("exstream.reason", exc.reason)
                 raise
             self.in_use += 1
-            self.metrics.pool_processes.set(self.in_use)
             self.metrics.pool_acquire_duration.observe(
                 self.clock() - started, exemplar=trace_exemplar()
             )
@@ -104,7 +103,6 @@ class ProcessPool:
             waited = await self.bucket.acquire(timeout=remaining)
             span.set_attribute("exstream.waited_seconds", waited)
             self.metrics.ratelimit_wait.observe(waited, exemplar=trace_exemplar())
-            self.metrics.ratelimit_tokens.set(self.bucket.tokens)
 
     async def _start(self, channel: str, argv: Sequence[str]) -> ManagedProcess:
         attributes = {"exstream.channel": channel, "process.executable.name": argv[0]}

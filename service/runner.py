@@ -100,6 +100,7 @@ class ChannelRunner:
         self._switch = False
         self._reset = asyncio.Event()
         self.metrics.set_channel_state(self.key, self.state)
+        self.metrics.channel_up.labels(channel=self.key).set_function(lambda: float(self.up))
 
     # --- state -------------------------------------------------------------------------
 
@@ -110,11 +111,16 @@ class ChannelRunner:
             )
             self.state = state
             self.metrics.set_channel_state(self.key, state)
-        self.metrics.channel_up.labels(channel=self.key).set(
-            1 if state in (ChannelState.RUNNING, ChannelState.SLATE) else 0
-        )
         event, self._changed = self._changed, asyncio.Event()
         event.set()
+
+    @property
+    def up(self) -> bool:
+        """Playing (content or slate) and output arrived within the stall timeout."""
+        if self.state not in (ChannelState.RUNNING, ChannelState.SLATE):
+            return False
+        last = self.last_output_at
+        return last is not None and self.clock() - last <= self.settings.health.stall_timeout
 
     @property
     def running(self) -> bool:
@@ -321,20 +327,22 @@ class ChannelRunner:
         stdout = proc.stdout
         produced = 0
         while data := await stdout.read(4 * 1024 * 1024):
-            if not produced:
-                first.end()
-                span.set_attribute("exstream.outcome", "started")
-                span.end()
-                if admission is not None:
-                    admission.release()
-                    self.metrics.restarts.labels(channel=self.key, outcome="started").inc()
-                self._set_state(ChannelState.SLATE if segment is None else ChannelState.RUNNING)
-            produced += len(data)
-            self.last_output_at = self.clock()
-            self.last_output_wall = self.wall()
-            self.hub.publish(data)
-            self.metrics.channel_output_bytes.labels(channel=self.key).inc(len(data))
-            self.metrics.channel_last_output.labels(channel=self.key).set(self.last_output_wall)
+            # Only whole, in-sync TS packets count as output: garbage is a stall.
+            published = self.hub.publish(data)
+            if published:
+                if not produced:
+                    first.end()
+                    span.set_attribute("exstream.outcome", "started")
+                    span.end()
+                    if admission is not None:
+                        admission.release()
+                        self.metrics.restarts.labels(channel=self.key, outcome="started").inc()
+                    self._set_state(ChannelState.SLATE if segment is None else ChannelState.RUNNING)
+                produced += published
+                self.last_output_at = self.clock()
+                self.last_output_wall = self.wall()
+                self.metrics.channel_output_bytes.labels(channel=self.key).inc(published)
+                self.metrics.channel_last_output.labels(channel=self.key).set(self.last_output_wall)
             # Let output gather: fewer, larger chunks make fan-out to many viewers cheap.
             await asyncio.sleep(interval)
         return produced

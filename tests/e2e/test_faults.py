@@ -1,0 +1,321 @@
+"""Fault injection: real processes (ffmpeg and stand-ins) against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, wait_for, write_config
+from tests.e2e.tsutil import cut_clean, decode_errors
+
+FAST_HEALTH = {
+    "check_interval": 0.5,
+    "stall_timeout": 2.0,
+    "backoff_initial": 0.1,
+    "backoff_max": 0.5,
+    "restart_window": 60.0,
+    "cooldown": 600.0,
+}
+
+
+class Viewer(threading.Thread):
+    """Reads a stream in the background and records when bytes arrived."""
+
+    def __init__(self, server: Server, number: int) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.number = number
+        self.arrivals: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with (
+                self.server.client(timeout=30) as client,
+                client.stream("GET", f"/stream/{self.number}.ts") as response,
+            ):
+                assert response.status_code == 200
+                for chunk in response.iter_raw():
+                    self.arrivals.append((time.monotonic(), len(chunk)))
+                    if self.stop.is_set():
+                        return
+        except BaseException as exc:
+            self.error = exc
+
+    def bytes_after(self, moment: float) -> int:
+        return sum(n for t, n in list(self.arrivals) if t > moment)
+
+
+def spawns(log: Path, channel: str) -> list[float]:
+    if not log.exists():
+        return []
+    lines = log.read_text().splitlines()
+    return [float(line.split()[1]) for line in lines if line.split()[0] == channel]
+
+
+def fake_env(tmp_path: Path, source: Path, plan: dict[str, str]) -> dict[str, str]:
+    return {
+        "FAKE_FFMPEG_PLAN": json.dumps(plan),
+        "FAKE_FFMPEG_LOG": str(tmp_path / "spawns.log"),
+        "FAKE_FFMPEG_SOURCE": str(source),
+    }
+
+
+def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
+    tmp_path: Path, clips: Callable[[int, float], list[Path]]
+) -> None:
+    media = [str(p) for p in clips(3, 2.0)]
+    config = write_config(
+        tmp_path,
+        [{"number": 1, "name": "A", "media": media, "mode": "always_on"}],
+        health={**FAST_HEALTH, "stall_timeout": 5.0},
+    )
+    with run_server(config) as server:
+        pid = wait_for(lambda: server.channel(1)["pid"], 30, "ffmpeg to run")
+        viewer = Viewer(server, 1)
+        viewer.start()
+        wait_for(lambda: viewer.arrivals, 10, "the viewer's first bytes")
+        os.killpg(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        new_pid = wait_for(
+            lambda: (p := server.channel(1)["pid"]) and p != pid and p, 20, "a new ffmpeg"
+        )
+        assert new_pid != pid
+        wait_for(lambda: viewer.bytes_after(killed + 0.5) > 50_000, 20, "data again")
+        assert viewer.is_alive() and viewer.error is None  # the same connection
+        channel = server.channel(1)
+        assert channel["restarts"] == 1 and channel["state"] == "running"
+        assert server.metric("exstream_channel_unhealthy_total", channel="1", reason="exited") == 1
+        assert server.metric("exstream_ffmpeg_exits_total", channel="1", code_class="signal") == 1
+        viewer.stop.set()
+
+
+def test_stopped_process_is_detected_as_a_stall_killed_and_restarted(
+    tmp_path: Path, clips: Callable[[int, float], list[Path]]
+) -> None:
+    media = [str(p) for p in clips(3, 2.0)]
+    config = write_config(
+        tmp_path,
+        [{"number": 1, "name": "A", "media": media, "mode": "always_on"}],
+        health=FAST_HEALTH,
+    )
+    with run_server(config) as server:
+        pid = wait_for(lambda: server.channel(1)["pid"], 30, "ffmpeg to run")
+        wait_for(lambda: server.channel(1)["state"] == "running", 30, "output")
+        os.killpg(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        wait_for(
+            lambda: server.metric("exstream_channel_unhealthy_total", reason="stalled") == 1,
+            30,
+            "the stall to be seen",
+        )
+        detected = time.monotonic() - stopped
+        limit = FAST_HEALTH["stall_timeout"] + FAST_HEALTH["check_interval"]
+        print(f"stall detected after {detected:.2f}s (limit {limit:g}s + polling)")
+        assert detected <= limit + 1.0
+        wait_for(lambda: not psutil.pid_exists(pid) or _zombie(pid), 10, "the old group killed")
+        wait_for(lambda: server.channel(1)["state"] == "running", 30, "running again")
+        assert server.channel(1)["pid"] != pid
+        assert "stalled" in server.log()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_corrupt_and_missing_media_are_skipped_without_restarts(
+    tmp_path: Path, clips: Callable[[int, float], list[Path]]
+) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    good, gone = (library / "a.mp4", library / "b.mp4")
+    source = clips(3, 2.0)
+    good.write_bytes(source[0].read_bytes())
+    gone.write_bytes(source[1].read_bytes())
+    (library / "corrupt.mp4").write_bytes(os.urandom(50_000))
+    config = write_config(
+        tmp_path,
+        [{"number": 1, "name": "A", "media": [str(library)]}],
+        health=FAST_HEALTH,
+    )
+    with run_server(config) as server:
+        channel = server.channel(1)
+        assert channel["media_items"] == 2
+        assert [s["reason"] for s in channel["skipped_media"]] == ["unreadable"]
+        gone.unlink()  # disappears after the scan: the schedule still names it
+        data = bytearray()
+        deadline = time.monotonic() + 6.0
+        with server.client() as client, client.stream("GET", "/stream/1.ts") as response:
+            for chunk in response.iter_raw():
+                data += chunk
+                if time.monotonic() > deadline:
+                    break
+        capture = tmp_path / "capture.ts"
+        capture.write_bytes(cut_clean(bytes(data)))
+        assert decode_errors(capture) == ""
+        assert server.channel(1)["restarts"] == 0
+        assert server.metric("exstream_channel_unhealthy_total", channel="1") == 0
+        assert "corrupt.mp4" in server.log()
+
+
+def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
+    tmp_path: Path, recorded_ts: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
+    config = write_config(
+        tmp_path,
+        [{"number": 4, "name": "Broken", "media": [str(media)], "mode": "always_on"}],
+        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+        health={**FAST_HEALTH, "max_restarts": 3},
+    )
+    env = fake_env(tmp_path, recorded_ts, {"4": "exit"})
+    log = tmp_path / "spawns.log"
+    with run_server(config, env) as server:
+        wait_for(lambda: server.channel(4)["state"] == "failed", 30, "state failed")
+        assert len(spawns(log, "4")) == 1 + 3
+        assert server.metric("exstream_channel_restarts_total", channel="4", outcome="started") == 3
+        assert server.metric("exstream_channel_restarts_total", channel="4", outcome="refused") == 1
+        assert server.metric("exstream_restart_budget_exhausted_total", channel="4") == 1
+        assert "budget spent" in server.channel(4)["failure"]
+        # It stays failed: no further spawn over several health checks.
+        checks = server.metric("exstream_event_loop_lag_seconds_count")
+        wait_for(
+            lambda: server.metric("exstream_event_loop_lag_seconds_count") > checks + 6,
+            10,
+            "a few loop-lag probes (0.5 s each)",
+        )
+        assert len(spawns(log, "4")) == 4
+        response = server.get("/stream/4.ts")
+        assert response.status_code == 503
+        assert response.json()["error"] == "channel_unavailable"
+        # An operator reset tries again.
+        with server.client() as client:
+            reset = client.post("/api/channels/4/restart")
+        assert reset.status_code == 202 and reset.json()["action"] == "reset"
+        wait_for(lambda: len(spawns(log, "4")) > 4, 10, "a spawn after the reset")
+
+
+def test_garbage_output_is_a_stall(tmp_path: Path, recorded_ts: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
+    config = write_config(
+        tmp_path,
+        [{"number": 5, "name": "Noise", "media": [str(media)], "mode": "always_on"}],
+        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+        health=FAST_HEALTH,
+    )
+    env = fake_env(tmp_path, recorded_ts, {"5": "garbage,ok"})
+    with run_server(config, env) as server:
+        wait_for(
+            lambda: (
+                server.metric("exstream_channel_unhealthy_total", channel="5", reason="stalled")
+                == 1
+            ),
+            30,
+            "garbage to be seen as a stall",
+        )
+        wait_for(lambda: server.channel(5)["state"] == "running", 30, "running on good output")
+        assert server.metric("exstream_channel_output_bytes_total", channel="5") > 0
+
+
+def test_operator_restart_of_a_running_channel_is_outside_the_budget(
+    tmp_path: Path, recorded_ts: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
+    config = write_config(
+        tmp_path,
+        [
+            {"number": 6, "name": "Fine", "media": [str(media)], "mode": "always_on"},
+            {"number": 7, "name": "Idle", "media": [str(media)]},
+        ],
+        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+        health={**FAST_HEALTH, "max_restarts": 1},
+    )
+    env = fake_env(tmp_path, recorded_ts, {})
+    log = tmp_path / "spawns.log"
+    with run_server(config, env) as server:
+        wait_for(lambda: server.channel(6)["state"] == "running", 30, "running")
+        with server.client() as client:
+            for _ in range(3):
+                before = len(spawns(log, "6"))
+                response = client.post("/api/channels/6/restart")
+                assert response.status_code == 202
+                assert response.json() == {"number": 6, "action": "restarted"}
+                wait_for(lambda b=before: len(spawns(log, "6")) > b, 10, "a new process")
+            idle = client.post("/api/channels/7/restart")
+            assert idle.status_code == 409 and idle.json()["error"] == "channel_not_running"
+            assert client.post("/api/channels/99/restart").status_code == 404
+        wait_for(lambda: server.channel(6)["state"] == "running", 10, "running again")
+        assert server.channel(6)["restarts"] == 0
+
+
+def test_restart_storm_converges_within_the_spawn_rate(tmp_path: Path, recorded_ts: Path) -> None:
+    channels: list[dict[str, Any]] = []
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
+    for number in range(1, 201):
+        channels.append(
+            {
+                "number": number,
+                "name": f"Storm {number}",
+                "media": [str(media)],
+                "mode": "always_on",
+            }  # fmt: skip
+        )
+    rate, burst = 40.0, 10
+    config = write_config(
+        tmp_path,
+        channels,
+        ffmpeg={"ffmpeg": str(Path(__file__).with_name("fake_ffmpeg_storm.sh"))},
+        health={**FAST_HEALTH, "stall_timeout": 120.0, "max_restarts": 3, "max_in_flight": 16},
+        pool={"max_processes": 250, "spawn_rate": rate, "spawn_burst": burst},
+    )
+    env = fake_env(tmp_path, recorded_ts, {})
+    log = tmp_path / "spawns.log"
+
+    def states() -> dict[int, dict[str, Any]]:
+        return {c["number"]: c for c in server.get("/api/channels").json()["channels"]}
+
+    with run_server(config, env) as server:
+        wait_for(lambda: all(c["state"] == "running" for c in states().values()), 60, "all running")
+        pids = [c["pid"] for c in states().values()]
+        before = len(log.read_text().splitlines())
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+        wait_for(
+            lambda: all(
+                c["state"] in ("running", "failed") and c["pid"] not in pids
+                for c in states().values()
+            ),
+            90,
+            "every channel running or failed",
+        )
+        final = states()
+        times = sorted(float(line.split()[1]) for line in log.read_text().splitlines()[before:])
+        assert len(times) >= 200
+        worst = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+        print(f"storm: {len(times)} spawns in {times[-1] - times[0]:.1f}s, worst second {worst}")
+        assert worst <= rate + burst
+        assert sum(c["state"] == "running" for c in final.values()) == 200
+        descendants = server.children()
+        assert "RecursionError" not in server.log()
+    left = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == []
