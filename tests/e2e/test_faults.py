@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -60,6 +61,10 @@ def spawns(log: Path, channel: str) -> list[float]:
         return []
     lines = log.read_text().splitlines()
     return [float(line.split()[1]) for line in lines if line.split()[0] == channel]
+
+
+def more_spawns(log: Path, channel: str, than: int) -> bool:
+    return len(spawns(log, channel)) > than
 
 
 def fake_env(tmp_path: Path, source: Path, plan: dict[str, str]) -> dict[str, str]:
@@ -253,12 +258,11 @@ def test_operator_restart_of_a_running_channel_is_outside_the_budget(
     with run_server(config, env) as server:
         wait_for(lambda: server.channel(6)["state"] == "running", 30, "running")
         with server.client() as client:
-            for _ in range(3):
-                before = len(spawns(log, "6"))
+            for round_ in range(1, 4):
                 response = client.post("/api/channels/6/restart")
                 assert response.status_code == 202
                 assert response.json() == {"number": 6, "action": "restarted"}
-                wait_for(lambda b=before: len(spawns(log, "6")) > b, 10, "a new process")
+                wait_for(functools.partial(more_spawns, log, "6", round_), 10, "a new process")
             idle = client.post("/api/channels/7/restart")
             assert idle.status_code == 409 and idle.json()["error"] == "channel_not_running"
             assert client.post("/api/channels/99/restart").status_code == 404
@@ -278,7 +282,7 @@ def test_restart_storm_converges_within_the_spawn_rate(tmp_path: Path, recorded_
                 "name": f"Storm {number}",
                 "media": [str(media)],
                 "mode": "always_on",
-            }  # fmt: skip
+            }
         )
     rate, burst = 40.0, 10
     config = write_config(
