@@ -180,14 +180,30 @@ async def _check_media(settings: Settings) -> None:
     cache.close()
 
 
+def playable_urls(settings: Settings) -> str:
+    server = settings.server
+    base = server.public_url or f"http://{server.host}:{server.port}"
+    lines = [
+        f"playlist (VLC, Jellyfin M3U tuner): {base}/iptv/channels.m3u",
+        f"guide (XMLTV):                      {base}/iptv/xmltv.xml",
+        f"HDHomeRun device (Plex, Jellyfin):  {base}",
+    ]
+    lines += [
+        f"channel {c.number} ({c.name}): {base}/stream/{c.number}.ts" for c in settings.channels
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "demo":
         from service.demo import write_demo
 
         config = write_demo(args.dir, host=args.host, port=args.port)
+        settings = _load(str(config))
         print(f"wrote {config}")
-        return serve(_load(str(config))) if args.serve else 0
+        print(playable_urls(settings))
+        return serve(settings) if args.serve else 0
     settings = _load(args.config)
     if args.command == "check":
         return check(settings, scan=not args.no_scan)
