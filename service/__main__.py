@@ -74,8 +74,8 @@ def _load(path: str) -> Settings:
 
 
 class Server(uvicorn.Server):
-    """Ends endless responses (log tails) when shutdown begins: uvicorn runs the lifespan
-    shutdown only after waiting for open connections, which would be too late."""
+    """Ends endless responses (log tails, streams) when shutdown begins: uvicorn runs the
+    lifespan shutdown only after waiting for open connections, which would be too late."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
         super().__init__(config)
@@ -89,7 +89,7 @@ class Server(uvicorn.Server):
 def serve(settings: Settings) -> int:
     from opentelemetry import trace
 
-    from service.app import create_app, log_store_of
+    from service.app import begin_shutdown, create_app, log_store_of
     from telemetry.logging import configure_logging
     from telemetry.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
@@ -117,7 +117,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
     )
-    server = Server(config, on_shutdown=store.close_streams)
+    server = Server(config, on_shutdown=lambda: begin_shutdown(app))
     # uvicorn re-raises the signal that stopped it; catch that re-raise, so buffered
     # spans and log lines are flushed before the process ends the way it would have.
     captured: list[int] = []

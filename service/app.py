@@ -114,6 +114,7 @@ def create_app(
                 asyncio.create_task(_forever(lambda: measure_loop_lag(metrics), "loop lag")),
             ]
             state.channels.start_always_on()
+            app.state.exstream = state
             logger.info(
                 "exstream ready: {} channel(s) on http://{}:{}",
                 len(settings.channels), settings.server.host, settings.server.port,
@@ -144,6 +145,18 @@ def create_app(
 
 def log_store_of(app: Starlette) -> LogStore:
     return cast(LogStore, app.state.log_store)
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """End every endless response at once (log tails, viewers' streams).
+
+    uvicorn runs the lifespan's shutdown only after open connections close or its
+    graceful timeout passes; the server calls this when it stops accepting instead.
+    """
+    log_store_of(app).close_streams()
+    state: AppState | None = getattr(app.state, "exstream", None)
+    if state is not None:
+        state.channels.close_hubs()
 
 
 async def _build(

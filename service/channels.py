@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections.abc import AsyncIterator
@@ -59,6 +60,7 @@ class ChannelRegistry:
         self.tracer = tracer or trace.get_tracer("exstream")
         self.wall = wall
         self.closing = False
+        self._stopping: set[asyncio.Task[None]] = set()
         self.channels: dict[int, Channel] = {}
         work_dir = settings.server.data_dir / "run"
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,7 @@ class ChannelRegistry:
         channel.viewers += 1
         self._viewers_changed(channel)
         try:
-            channel.runner.start()
+            await channel.runner.ensure_started()
             await channel.runner.wait_ready(self.settings.stream.start_timeout)
             sub = channel.hub.subscribe()
             try:
@@ -181,16 +183,27 @@ class ChannelRegistry:
                 channel.idle_stop.cancel()
                 channel.idle_stop = None
         elif not channel.config.always_on and not self.closing and channel.idle_stop is None:
-            channel.idle_stop = asyncio.create_task(self._stop_when_idle(channel))
+            # A fresh context: the stop belongs to no viewer's request (nor its trace).
+            channel.idle_stop = asyncio.create_task(
+                self._stop_when_idle(channel), context=contextvars.Context()
+            )
 
     async def _stop_when_idle(self, channel: Channel) -> None:
         await asyncio.sleep(channel.config.idle_grace)
+        # From here on a new viewer does not cancel this task: it waits for the stop to
+        # finish (the runner's lifecycle lock) and then starts the channel afresh.
         channel.idle_stop = None
-        if channel.viewers == 0 and channel.runner.running:
-            logger.bind(channel=str(channel.number)).info(
-                "channel {} idle for {:g}s: stopping", channel.number, channel.config.idle_grace
-            )
-            await channel.runner.stop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._stopping.add(task)
+        try:
+            if channel.viewers == 0 and channel.runner.running:
+                logger.bind(channel=str(channel.number)).info(
+                    "channel {} idle for {:g}s: stopping", channel.number, channel.config.idle_grace
+                )
+                await channel.runner.stop()
+        finally:
+            self._stopping.discard(task)
 
     # --- shutdown ------------------------------------------------------------------------
 

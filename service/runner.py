@@ -99,6 +99,7 @@ class ChannelRunner:
         self._stall: SpanContext | None = None
         self._switch = False
         self._reset = asyncio.Event()
+        self._lifecycle = asyncio.Lock()  # a start waits for a stop under way, and back
         self.metrics.set_channel_state(self.key, self.state)
         self.metrics.channel_up.labels(channel=self.key).set_function(lambda: float(self.up))
 
@@ -160,7 +161,15 @@ class ChannelRunner:
             self._supervise(), name=f"channel-{self.key}", context=contextvars.Context()
         )
 
+    async def ensure_started(self) -> None:
+        async with self._lifecycle:
+            self.start()
+
     async def stop(self, timeout: float = 5.0) -> None:
+        async with self._lifecycle:
+            await self._stop(timeout)
+
+    async def _stop(self, timeout: float) -> None:
         task = self._task
         if task is not None and not task.done():
             task.cancel()

@@ -3,7 +3,7 @@
 
 It finds its channel from the concat list in its argv (channel-N.ffconcat) and reads its
 plan from $FAKE_FFMPEG_PLAN, a JSON object of channel -> comma-separated behaviours, one
-per spawn (the last repeats): ok, stall, exit, garbage, stop. Each spawn appends a line
+per spawn (the last repeats): ok, slowterm, stall, exit, garbage, stop. Each spawn appends a line
 "<channel> <unix time> <pid>" to $FAKE_FFMPEG_LOG.
 """
 
@@ -59,6 +59,9 @@ def main() -> int:
     behaviour = plan[min(index, len(plan) - 1)]
     source = Path(os.environ["FAKE_FFMPEG_SOURCE"]).read_bytes()
     if behaviour == "ok":
+        play(source, float("inf"))
+    elif behaviour == "slowterm":  # takes a second to exit on SIGTERM
+        signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), sys.exit(0)))
         play(source, float("inf"))
     elif behaviour == "stall":
         play(source, 1.0)

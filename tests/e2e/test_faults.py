@@ -270,6 +270,36 @@ def test_operator_restart_of_a_running_channel_is_outside_the_budget(
         assert server.channel(6)["restarts"] == 0
 
 
+def test_viewer_arriving_while_an_idle_channel_stops_gets_a_fresh_start(
+    tmp_path: Path, recorded_ts: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
+    config = write_config(
+        tmp_path,
+        [{"number": 8, "name": "Idle", "media": [str(media)], "idle_grace": 0.5}],
+        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+        health=FAST_HEALTH,
+    )
+    env = fake_env(tmp_path, recorded_ts, {"8": "slowterm"})
+    log = tmp_path / "spawns.log"
+    with run_server(config, env) as server:
+        with server.client() as client, client.stream("GET", "/stream/8.ts") as response:
+            next(response.iter_raw())
+        # The stand-in takes a second to exit: a viewer now arrives during the stop.
+        wait_for(lambda: "idle for 0.5s: stopping" in server.log(), 10, "the idle stop", 0.01)
+        received = 0
+        with server.client() as client, client.stream("GET", "/stream/8.ts") as response:
+            assert response.status_code == 200
+            for chunk in response.iter_raw():
+                received += len(chunk)
+                if received > 100_000:
+                    break
+        assert received > 100_000
+        assert len(spawns(log, "8")) == 2
+
+
 def test_restart_storm_converges_within_the_spawn_rate(tmp_path: Path, recorded_ts: Path) -> None:
     channels: list[dict[str, Any]] = []
     media = tmp_path / "media"
