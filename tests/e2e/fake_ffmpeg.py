@@ -51,6 +51,11 @@ def play(source: bytes, seconds: float) -> None:
         time.sleep(PACE)
 
 
+def slow_exit(signum: int, frame: object) -> None:
+    time.sleep(1.0)
+    sys.exit(0)
+
+
 def main() -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     channel = channel_of(sys.argv)
@@ -61,7 +66,7 @@ def main() -> int:
     if behaviour == "ok":
         play(source, float("inf"))
     elif behaviour == "slowterm":  # takes a second to exit on SIGTERM
-        signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), sys.exit(0)))
+        signal.signal(signal.SIGTERM, slow_exit)
         play(source, float("inf"))
     elif behaviour == "stall":
         play(source, 1.0)
