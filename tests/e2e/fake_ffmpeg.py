@@ -19,6 +19,8 @@ from pathlib import Path
 
 CHUNK = 188 * 50
 PACE = 0.02  # about 470 kB/s
+EXIT_DELAY = 1.0
+FOREVER = 3600.0
 
 
 def channel_of(argv: list[str]) -> str:
@@ -52,7 +54,7 @@ def play(source: bytes, seconds: float) -> None:
 
 
 def slow_exit(signum: int, frame: object) -> None:
-    time.sleep(1.0)
+    time.sleep(EXIT_DELAY)
     sys.exit(0)
 
 
@@ -71,7 +73,7 @@ def main() -> int:
     elif behaviour == "stall":
         play(source, 1.0)
         while True:
-            time.sleep(3600)
+            time.sleep(FOREVER)
     elif behaviour == "exit":
         play(source, 0.3)
         return 1
