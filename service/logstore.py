@@ -147,6 +147,9 @@ class LogEntry:
         }
 
 
+TIME_SLACK_US = 10_000_000  # far more than threads' disorder between logging and append
+
+
 @dataclass(frozen=True)
 class LogFilter:
     """`min_level` means that level and above; `until_us` is exclusive; `q` ignores ASCII case."""
@@ -450,6 +453,8 @@ class LogStore:
         if bound is not None:
             conditions = [bound, *conditions]
             params = [key, *params]
+        id_range, id_params = self._id_range(where)
+        conditions, params = [*id_range, *conditions], [*id_params, *params]
         levels = where.levels()
         if not levels:
             return []
@@ -464,6 +469,28 @@ class LogStore:
             args += [*([] if level is None else [level]), *params, limit]
         sql = " UNION ALL ".join(branches) + f" ORDER BY id {order} LIMIT ?"
         return [_entry(row) for row in self._fetch(sql, [*args, limit])]
+
+    def _id_range(self, where: LogFilter) -> tuple[list[str], list[int]]:
+        """Row-id bounds that contain a time window, found on the time index in O(log n).
+
+        Rows are written in arrival order, so time grows with the row id up to the small
+        disorder between threads; widening the window by TIME_SLACK_US keeps the bounds
+        exact, and the time conditions themselves still decide. Without this, a window far
+        from the newest entries is found by walking every newer row.
+        """
+        conditions: list[str] = []
+        params: list[int] = []
+        first = "SELECT id FROM entries WHERE time_us >= ? ORDER BY time_us LIMIT 1"
+        if where.since_us is not None:
+            rows = self._fetch(first, (where.since_us - TIME_SLACK_US,))
+            conditions.append("id >= ?")
+            params.append(int(rows[0][0]) if rows else 1 << 62)
+        if where.until_us is not None:
+            rows = self._fetch(first, (where.until_us + TIME_SLACK_US,))
+            if rows:
+                conditions.append("id < ?")
+                params.append(int(rows[0][0]))
+        return conditions, params
 
     def last_key_sync(self) -> int:
         (key,) = self._fetch("SELECT COALESCE(MAX(id), 0) FROM entries", ())[0]
