@@ -10,7 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -182,11 +182,14 @@ def test_xmltv_programmes_follow_the_schedule(server: Server) -> None:
     spans = [(parse(p.get("start")), parse(p.get("stop"))) for p in programmes]
     assert spans[-1][1] - spans[0][0] >= 24 * 3600 - 60
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    # The programme on air is the item the playout reports (item_at) for that moment.
     current = server.channel(1)["current"]
-    now = datetime.now(UTC).timestamp()
-    playing = next(p for p, (s, e) in zip(programmes, spans, strict=True) if s <= now < e)
-    title = playing.find("title")
-    assert (title is not None and title.text == current["title"]) or current["end"] is not None
+    on_air = datetime.fromisoformat(current["start"].replace("Z", "+00:00")).timestamp()
+    index = next(i for i, (start, end) in enumerate(spans) if start <= on_air < end)
+    title = programmes[index].find("title")
+    assert title is not None and title.text == current["title"]
+    assert abs(spans[index][0] - on_air) < 1  # XMLTV times are whole seconds
+    assert {p.findtext("title") for p in programmes} == {"clip0", "clip1", "clip2"}
 
 
 def test_hdhomerun_emulation(server: Server) -> None:
