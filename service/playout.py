@@ -18,7 +18,6 @@ from pathlib import Path
 from service.ffmpeg import Part, Segment
 from service.media import MediaItem
 
-GUIDE_HORIZON = 24 * 3600.0
 EPSILON = 1e-6
 
 
@@ -70,11 +69,9 @@ class Playout:
         *,
         seed: int = 0,
         shuffle: bool = False,
-        guide_horizon: float = GUIDE_HORIZON,
     ) -> None:
         self.epoch = epoch
         self.min_horizon = min_horizon
-        self.target = max(min_horizon, guide_horizon)
         self.seed = seed
         self.shuffle = shuffle
         self.items: tuple[MediaItem, ...] = ()
@@ -90,30 +87,45 @@ class Playout:
             self.items = items
             self.entries = [current] if current is not None else []
             result = "replaced"
-        if not self.items:
+        self.ensure(now)
+        return result if self.items else "empty"
+
+    def ensure(self, now: float) -> None:
+        """Drop what has ended and keep at least `min_horizon` scheduled from `now`."""
+        if self.entries and self.entries[0].end <= now:
             self.entries = [e for e in self.entries if e.end > now]
-            self._starts = [e.start for e in self.entries]
-            return "empty"
-        self.entries = [e for e in self.entries if e.end > now]
-        self._extend(now)
+        if self.items:
+            self._extend(now)
         self._starts = [e.start for e in self.entries]
-        return result
 
     def _extend(self, now: float) -> None:
-        until = now + self.target
+        until = now + self.min_horizon
         if self.entries and self.entries[-1].end >= until:
             return
-        after = self.entries[-1].end if self.entries else now
+        for entry in self._continuation(self.entries[-1].end if self.entries else now):
+            self.entries.append(entry)
+            if entry.end >= until:
+                break
+
+    def _continuation(self, after: float) -> Iterator[Entry]:
+        """The schedule from `after` on; after a library change it joins mid-item, on time."""
         generated = entries_from(
             self.items, self.epoch, after, seed=self.seed, shuffle=self.shuffle
         )
         for entry in generated:
             if self.entries and entry.start < after:
-                # After a library change: join the new schedule mid-item, on time.
                 entry = Entry(after, entry.item, entry.inpoint + after - entry.start)
-            self.entries.append(entry)
-            if entry.end >= until:
-                break
+            yield entry
+
+    def guide(self, start: float, end: float) -> list[Entry]:
+        """Entries between `start` and `end` (e.g. 24 h of guide), beyond the horizon too."""
+        entries = self.between(start, end)
+        if self.entries and self.items and self.entries[-1].end < end:
+            for entry in self._continuation(self.entries[-1].end):
+                if entry.start >= end:
+                    break
+                entries.append(entry)
+        return entries
 
     def entry_at(self, t: float) -> Entry | None:
         index = bisect.bisect_right(self._starts, t) - 1
@@ -139,6 +151,7 @@ class Playout:
         self, now: float, max_seconds: float, exists: Callable[[str], bool] | None = None
     ) -> Segment | None:
         """The segment a new process should play from `now`: entries of one signature."""
+        self.ensure(now)
         exists = exists or (lambda path: Path(path).is_file())
         parts: list[Part] = []
         seek = 0.0

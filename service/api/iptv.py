@@ -56,7 +56,7 @@ async def xmltv(request: Request) -> Response:
         if channel.config.logo:
             ET.SubElement(element, "icon", {"src": channel.config.logo})
     for channel in channels:
-        entries = channel.playout.between(now, until)
+        entries = channel.playout.guide(now, until)
         slots = [(e.start, e.end, e.item.title) for e in entries] or [(now, until, "Offline")]
         for start, end, title in slots:
             programme = ET.SubElement(

@@ -321,6 +321,7 @@ def test_restart_storm_converges_within_the_spawn_rate(tmp_path: Path, recorded_
         ffmpeg={"ffmpeg": str(Path(__file__).with_name("fake_ffmpeg_storm.sh"))},
         health={**FAST_HEALTH, "stall_timeout": 120.0, "max_restarts": 3, "max_in_flight": 16},
         pool={"max_processes": 250, "spawn_rate": rate, "spawn_burst": burst},
+        playout={"min_horizon": 60},
     )
     env = fake_env(tmp_path, recorded_ts, {})
     log = tmp_path / "spawns.log"
