@@ -14,8 +14,9 @@ from typing import Any
 
 import psutil
 
-from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, wait_for, write_config
+from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
 from tests.e2e.tsutil import cut_clean, decode_errors
+from tests.polling import wait_for
 
 FAST_HEALTH = {
     "check_interval": 0.5,

@@ -6,12 +6,11 @@ import logging
 import socket
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import uvicorn
@@ -23,8 +22,7 @@ from starlette.applications import Starlette
 
 from service.config import Settings, load_settings
 from telemetry.logging import STDLIB_LOGGERS, configure_logging
-
-T = TypeVar("T")
+from tests.polling import wait_until
 
 # A stand-in for ffmpeg: ignores its argv and writes MPEG-TS packets (a PAT, then null
 # packets) to stdout; "stall" stops writing and sleeps, "stream" keeps writing, "exit" fails.
@@ -38,13 +36,14 @@ null = bytes([0x47, 0x1F, 0xFF, 0x10]) + bytes([0xFF]) * 184
 out = sys.stdout.buffer
 if MODE == "exit":
     sys.exit(1)
+PACE, FOREVER = 0.05, 3600
 out.write(pat + null * 100)
 out.flush()
 while MODE == "stream":
-    time.sleep(0.05)
+    time.sleep(PACE)
     out.write(pat + null * 20)
     out.flush()
-time.sleep(3600)
+time.sleep(FOREVER)
 """
 
 
@@ -115,18 +114,6 @@ def log_entries() -> Iterator[list[dict[str, Any]]]:
     logging.root.handlers = []
 
 
-async def poll(check: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
-    """Call `check` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what or check}")
-        await asyncio.sleep(0.05)
-
-
 def by_name(finished: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
     return [s for s in finished if s.name == name]
 
@@ -154,7 +141,7 @@ async def serving(app: Starlette) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await poll(lambda: True if server.started else None, what="uvicorn to start")
+        await wait_until(lambda: server.started, 30, "uvicorn to start")
         yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
     finally:
         server.should_exit = True

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from service.app import create_app
 from service.config import Settings
-from tests.telemetry.conftest import by_name, poll
+from tests.polling import wait_until
+from tests.telemetry.conftest import by_name
 from tests.telemetry.test_catalogue import assert_documented
 
 FAST_HEALTH = """
@@ -68,7 +69,7 @@ async def test_stall_to_first_output_is_one_linked_trace(
         return None
 
     async with app.router.lifespan_context(app):
-        restart = await poll(restarted, what="a restart that produced output")
+        restart = await wait_until(restarted, 30, "a restart that produced output")
         finished = exporter.get_finished_spans()
 
     assert_documented(finished)
@@ -140,7 +141,7 @@ async def test_refused_restart_is_an_error_span_with_its_reason(
         return None
 
     async with app.router.lifespan_context(app):
-        span = await poll(refused, what="a refused restart")
+        span = await wait_until(refused, 30, "a refused restart")
         finished = exporter.get_finished_spans()
 
     assert_documented(finished)
