@@ -18,8 +18,10 @@ from loguru import logger
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from service.app import create_app
 from service.config import Settings, load_settings
 from telemetry.logging import STDLIB_LOGGERS, configure_logging
 from tests.polling import wait_until
@@ -97,6 +99,30 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
     provider.shutdown()
+
+
+TracedApp = Callable[..., Starlette]
+
+
+@pytest.fixture
+def traced_app(
+    standin: Callable[[str], Path],
+    make_settings: Callable[..., Settings],
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> TracedApp:
+    """`make(behaviour, **settings)`: an app whose ffmpeg is the stand-in behaving so
+    ("stall", "stream", "exit"), traced into the `spans` exporter; settings as for
+    `make_settings` (whose `mode` is the channel's)."""
+    provider, _ = spans
+
+    def make(behaviour: str, /, **settings: Any) -> Starlette:
+        return create_app(
+            make_settings(standin(behaviour), **settings),
+            registry=CollectorRegistry(),
+            tracer_provider=provider,
+        )
+
+    return make
 
 
 @pytest.fixture

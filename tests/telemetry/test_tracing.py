@@ -18,7 +18,7 @@ from service.app import create_app
 from service.config import Settings
 from telemetry.tracing import TracingConfigError, configure_tracing, is_enabled, shutdown_tracing
 from tests.polling import wait_until
-from tests.telemetry.conftest import serving
+from tests.telemetry.conftest import TracedApp, serving
 from tests.telemetry.test_catalogue import assert_documented
 
 STREAM_ROUTE = "GET /stream/{number:int}.ts"
@@ -34,14 +34,12 @@ def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 
 async def test_http_spans_streams_and_logs_share_trace_ids(
-    standin: Callable[[str], Path],
-    make_settings: Callable[..., Settings],
+    traced_app: TracedApp,
     spans: tuple[TracerProvider, InMemorySpanExporter],
     log_entries: list[dict[str, Any]],
 ) -> None:
-    provider, exporter = spans
-    settings = make_settings(standin("stream"), mode="on_demand", extra=SLOW_HEALTH)
-    app = create_app(settings, registry=CollectorRegistry(), tracer_provider=provider)
+    _, exporter = spans
+    app = traced_app("stream", mode="on_demand", extra=SLOW_HEALTH)
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     async with (
         serving(app) as (base, server),
