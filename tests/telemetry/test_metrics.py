@@ -45,6 +45,17 @@ def wait_for_http(check: Callable[[], T | None], what: str) -> T:
     return wait_for(check, 60, what, HTTP_POLL_INTERVAL, ignore=(httpx.HTTPError,))
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def exstream(
     tmp_path: Path,
@@ -97,13 +108,7 @@ mode = "always_on"
         wait_for_http(lambda: httpx.get(f"{base}/readyz").status_code == 200, "exstream ready")
         yield base, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         log.close()
 
 
@@ -138,12 +143,7 @@ scrape_configs:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 
