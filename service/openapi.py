@@ -35,24 +35,23 @@ def text(description: str, media_type: str) -> Schema:
     return {"description": description, **content({"type": "string"}, media_type)}
 
 
-def query(name: str, schema: Schema, description: str) -> Schema:
+def parameter(name: str, where: str, schema: Schema, description: str) -> Schema:
+    # Path parameters are always required in OpenAPI; ours in the query never are.
     return {
         "name": name,
-        "in": "query",
-        "required": False,
+        "in": where,
+        "required": where == "path",
         "schema": schema,
         "description": description,
     }
+
+
+def query(name: str, schema: Schema, description: str) -> Schema:
+    return parameter(name, "query", schema, description)
 
 
 def path_param(name: str, schema: Schema, description: str) -> Schema:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": schema,
-        "description": description,
-    }
+    return parameter(name, "path", schema, description)
 
 
 CHANNEL_NUMBER = path_param("number", {"type": "integer", "minimum": 0}, "Channel number.")
@@ -75,6 +74,21 @@ UNAUTHORIZED = error("Bearer token missing or wrong (only when EXSTREAM_API_TOKE
 
 def get(summary: str, responses: Schema, **more: Any) -> Schema:
     return {"get": {"summary": summary, "responses": responses, **more}}
+
+
+def log_entry(summary: str, **more: Any) -> Schema:
+    return get(
+        summary,
+        {
+            "200": {"description": "The entry", **content(ref("LogEntry"))},
+            "400": error("Malformed id."),
+            "401": UNAUTHORIZED,
+            "404": error("Well-formed id of no stored entry."),
+        },
+        parameters=[ENTRY_ID],
+        security=LOGS_AUTH,
+        **more,
+    )
 
 
 SCHEMAS: dict[str, Schema] = {
@@ -270,29 +284,8 @@ PATHS: dict[str, Schema] = {
         ],
         security=LOGS_AUTH,
     ),
-    "/api/logs/entries/{entry_id}": get(
-        "One log entry.",
-        {
-            "200": {"description": "The entry", **content(ref("LogEntry"))},
-            "400": error("Malformed id."),
-            "401": UNAUTHORIZED,
-            "404": error("Well-formed id of no stored entry."),
-        },
-        parameters=[ENTRY_ID],
-        security=LOGS_AUTH,
-    ),
-    "/api/logs/{entry_id}": get(
-        "One log entry (the old API's path).",
-        {
-            "200": {"description": "The entry", **content(ref("LogEntry"))},
-            "400": error("Malformed id."),
-            "401": UNAUTHORIZED,
-            "404": error("Well-formed id of no stored entry."),
-        },
-        parameters=[ENTRY_ID],
-        security=LOGS_AUTH,
-        deprecated=True,
-    ),
+    "/api/logs/entries/{entry_id}": log_entry("One log entry."),
+    "/api/logs/{entry_id}": log_entry("One log entry (the old API's path).", deprecated=True),
 }
 
 DOCUMENT: Schema = {

@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
+import pytest
 
-from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, wait_for, write_config
+from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
 from tests.e2e.tsutil import cut_clean, decode_errors
+from tests.polling import wait_for
 
 FAST_HEALTH = {
     "check_interval": 0.5,
@@ -67,12 +69,42 @@ def more_spawns(log: Path, channel: str, than: int) -> bool:
     return len(spawns(log, channel)) > than
 
 
-def fake_env(tmp_path: Path, source: Path, plan: dict[str, str]) -> dict[str, str]:
-    return {
-        "FAKE_FFMPEG_PLAN": json.dumps(plan),
-        "FAKE_FFMPEG_LOG": str(tmp_path / "spawns.log"),
-        "FAKE_FFMPEG_SOURCE": str(source),
-    }
+class FakeSetup(NamedTuple):
+    config: Path
+    env: dict[str, str]
+    spawns: Path  # the stand-in's spawn log
+
+
+FakeSetupFactory = Callable[..., FakeSetup]
+
+
+@pytest.fixture
+def fake_setup(tmp_path: Path, recorded_ts: Path) -> FakeSetupFactory:
+    """Config and environment for channels that play one recorded item through the stand-in.
+
+    `make(channels, plan, **sections)`: each channel gets the media folder unless it names
+    one; `plan` maps channel -> behaviours (see fake_ffmpeg.py); sections go to write_config.
+    """
+    media = tmp_path / "media"
+    log = tmp_path / "spawns.log"
+
+    def make(
+        channels: list[dict[str, Any]], plan: dict[str, str], **sections: dict[str, Any]
+    ) -> FakeSetup:
+        media.mkdir(exist_ok=True)
+        (media / "item.ts").write_bytes(recorded_ts.read_bytes())
+        sections.setdefault("ffmpeg", {"ffmpeg": str(FAKE_FFMPEG)})
+        config = write_config(
+            tmp_path, [{"media": [str(media)], **channel} for channel in channels], **sections
+        )
+        env = {
+            "FAKE_FFMPEG_PLAN": json.dumps(plan),
+            "FAKE_FFMPEG_LOG": str(log),
+            "FAKE_FFMPEG_SOURCE": str(recorded_ts),
+        }
+        return FakeSetup(config, env, log)
+
+    return make
 
 
 def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
@@ -176,19 +208,13 @@ def test_corrupt_and_missing_media_are_skipped_without_restarts(
 
 
 def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
-    tmp_path: Path, recorded_ts: Path
+    fake_setup: FakeSetupFactory,
 ) -> None:
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-    config = write_config(
-        tmp_path,
-        [{"number": 4, "name": "Broken", "media": [str(media)], "mode": "always_on"}],
-        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+    config, env, log = fake_setup(
+        [{"number": 4, "name": "Broken", "mode": "always_on"}],
+        {"4": "exit"},
         health={**FAST_HEALTH, "max_restarts": 3},
     )
-    env = fake_env(tmp_path, recorded_ts, {"4": "exit"})
-    log = tmp_path / "spawns.log"
     with run_server(config, env) as server:
         wait_for(lambda: server.channel(4)["state"] == "failed", 30, "state failed")
         assert len(spawns(log, "4")) == 1 + 3
@@ -214,17 +240,12 @@ def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
         wait_for(lambda: len(spawns(log, "4")) > 4, 10, "a spawn after the reset")
 
 
-def test_garbage_output_is_a_stall(tmp_path: Path, recorded_ts: Path) -> None:
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-    config = write_config(
-        tmp_path,
-        [{"number": 5, "name": "Noise", "media": [str(media)], "mode": "always_on"}],
-        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+def test_garbage_output_is_a_stall(fake_setup: FakeSetupFactory) -> None:
+    config, env, _ = fake_setup(
+        [{"number": 5, "name": "Noise", "mode": "always_on"}],
+        {"5": "garbage,ok"},
         health=FAST_HEALTH,
     )
-    env = fake_env(tmp_path, recorded_ts, {"5": "garbage,ok"})
     with run_server(config, env) as server:
         wait_for(
             lambda: (
@@ -239,22 +260,16 @@ def test_garbage_output_is_a_stall(tmp_path: Path, recorded_ts: Path) -> None:
 
 
 def test_operator_restart_of_a_running_channel_is_outside_the_budget(
-    tmp_path: Path, recorded_ts: Path
+    fake_setup: FakeSetupFactory,
 ) -> None:
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-    config = write_config(
-        tmp_path,
+    config, env, log = fake_setup(
         [
-            {"number": 6, "name": "Fine", "media": [str(media)], "mode": "always_on"},
-            {"number": 7, "name": "Idle", "media": [str(media)]},
+            {"number": 6, "name": "Fine", "mode": "always_on"},
+            {"number": 7, "name": "Idle"},
         ],
-        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+        {},
         health={**FAST_HEALTH, "max_restarts": 1},
     )
-    env = fake_env(tmp_path, recorded_ts, {})
-    log = tmp_path / "spawns.log"
     with run_server(config, env) as server:
         wait_for(lambda: server.channel(6)["state"] == "running", 30, "running")
         with server.client() as client:
@@ -271,19 +286,13 @@ def test_operator_restart_of_a_running_channel_is_outside_the_budget(
 
 
 def test_viewer_arriving_while_an_idle_channel_stops_gets_a_fresh_start(
-    tmp_path: Path, recorded_ts: Path
+    fake_setup: FakeSetupFactory,
 ) -> None:
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-    config = write_config(
-        tmp_path,
-        [{"number": 8, "name": "Idle", "media": [str(media)], "idle_grace": 0.5}],
-        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
+    config, env, log = fake_setup(
+        [{"number": 8, "name": "Idle", "idle_grace": 0.5}],
+        {"8": "slowterm"},
         health=FAST_HEALTH,
     )
-    env = fake_env(tmp_path, recorded_ts, {"8": "slowterm"})
-    log = tmp_path / "spawns.log"
     with run_server(config, env) as server:
         with server.client() as client, client.stream("GET", "/stream/8.ts") as response:
             next(response.iter_raw())
@@ -300,31 +309,20 @@ def test_viewer_arriving_while_an_idle_channel_stops_gets_a_fresh_start(
         assert len(spawns(log, "8")) == 2
 
 
-def test_restart_storm_converges_within_the_spawn_rate(tmp_path: Path, recorded_ts: Path) -> None:
-    channels: list[dict[str, Any]] = []
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-    for number in range(1, 201):
-        channels.append(
-            {
-                "number": number,
-                "name": f"Storm {number}",
-                "media": [str(media)],
-                "mode": "always_on",
-            }
-        )
+def test_restart_storm_converges_within_the_spawn_rate(fake_setup: FakeSetupFactory) -> None:
+    channels = [
+        {"number": number, "name": f"Storm {number}", "mode": "always_on"}
+        for number in range(1, 201)
+    ]
     rate, burst = 40.0, 10
-    config = write_config(
-        tmp_path,
+    config, env, log = fake_setup(
         channels,
+        {},
         ffmpeg={"ffmpeg": str(Path(__file__).with_name("fake_ffmpeg_storm.sh"))},
         health={**FAST_HEALTH, "stall_timeout": 120.0, "max_restarts": 3, "max_in_flight": 16},
         pool={"max_processes": 250, "spawn_rate": rate, "spawn_burst": burst},
         playout={"min_horizon": 60},
     )
-    env = fake_env(tmp_path, recorded_ts, {})
-    log = tmp_path / "spawns.log"
 
     def states() -> dict[int, dict[str, Any]]:
         return {c["number"]: c for c in server.get("/api/channels").json()["channels"]}

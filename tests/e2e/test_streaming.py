@@ -18,8 +18,9 @@ import psutil
 import pytest
 
 from service.mpegts import PAT_PID, StartPoint, packets, payload_unit_start, pid, random_access
-from tests.e2e.harness import Server, run_server, stop_server, wait_for, write_config
+from tests.e2e.harness import Server, run_server, stop_server, write_config
 from tests.e2e.tsutil import backwards_dts, cut_clean, decode_errors, probe_streams
+from tests.polling import wait_for
 
 CLIP_SECONDS = 2.0
 

@@ -28,6 +28,8 @@ import psutil
 import pytest
 import yaml
 
+from tests import polling
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "exstream.rules.yml"
 ALERTMANAGER_CONFIG = ROOT / "alerts" / "alertmanager.yml"
@@ -57,18 +59,10 @@ def free_port() -> int:
 def wait_for(
     check: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.2
 ) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
-            last_error, value = exc, None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} ({last_error!r})")
+    """`tests.polling.wait_for` for other processes: their errors mean "not yet"."""
+    return polling.wait_for(
+        check, timeout, what, interval, ignore=(httpx.HTTPError, OSError, KeyError, ValueError)
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

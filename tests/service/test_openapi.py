@@ -3,7 +3,6 @@ from __future__ import annotations
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from starlette.routing import Mount, Route
 from service.app import create_app, log_store_of
 from service.config import parse_settings
 from service.openapi import DOCUMENT
+from tests.polling import wait_for
 from tests.service.api.conftest import TENACITY_INITIAL, running
 
 pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
@@ -81,10 +81,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
+
+    def started() -> bool:
+        assert thread.is_alive(), "server did not start"
+        return server.started
+
+    wait_for(started, 30, "the server to start")
     store = log_store_of(app)
     for i in range(50):
         store.append({"time": None, "level": "INFO", "message": f"seed {i}", "extra": {}})

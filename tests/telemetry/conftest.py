@@ -6,12 +6,11 @@ import logging
 import socket
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import uvicorn
@@ -19,12 +18,13 @@ from loguru import logger
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from service.app import create_app
 from service.config import Settings, load_settings
 from telemetry.logging import STDLIB_LOGGERS, configure_logging
-
-T = TypeVar("T")
+from tests.polling import wait_until
 
 # A stand-in for ffmpeg: ignores its argv and writes MPEG-TS packets (a PAT, then null
 # packets) to stdout; "stall" stops writing and sleeps, "stream" keeps writing, "exit" fails.
@@ -38,13 +38,14 @@ null = bytes([0x47, 0x1F, 0xFF, 0x10]) + bytes([0xFF]) * 184
 out = sys.stdout.buffer
 if MODE == "exit":
     sys.exit(1)
+PACE, FOREVER = 0.05, 3600
 out.write(pat + null * 100)
 out.flush()
 while MODE == "stream":
-    time.sleep(0.05)
+    time.sleep(PACE)
     out.write(pat + null * 20)
     out.flush()
-time.sleep(3600)
+time.sleep(FOREVER)
 """
 
 
@@ -100,6 +101,30 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
+TracedApp = Callable[..., Starlette]
+
+
+@pytest.fixture
+def traced_app(
+    standin: Callable[[str], Path],
+    make_settings: Callable[..., Settings],
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> TracedApp:
+    """`make(behaviour, **settings)`: an app whose ffmpeg is the stand-in behaving so
+    ("stall", "stream", "exit"), traced into the `spans` exporter; settings as for
+    `make_settings` (whose `mode` is the channel's)."""
+    provider, _ = spans
+
+    def make(behaviour: str, /, **settings: Any) -> Starlette:
+        return create_app(
+            make_settings(standin(behaviour), **settings),
+            registry=CollectorRegistry(),
+            tracer_provider=provider,
+        )
+
+    return make
+
+
 @pytest.fixture
 def log_entries() -> Iterator[list[dict[str, Any]]]:
     entries: list[dict[str, Any]] = []
@@ -113,18 +138,6 @@ def log_entries() -> Iterator[list[dict[str, Any]]]:
         std.handlers = []
         std.propagate = True
     logging.root.handlers = []
-
-
-async def poll(check: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
-    """Call `check` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 def by_name(finished: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
@@ -154,7 +167,7 @@ async def serving(app: Starlette) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await poll(lambda: True if server.started else None, what="uvicorn to start")
+        await wait_until(lambda: server.started, 30, "uvicorn to start")
         yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
     finally:
         server.should_exit = True

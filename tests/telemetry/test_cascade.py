@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from prometheus_client import CollectorRegistry
 
-from service.app import create_app
-from service.config import Settings
-from tests.telemetry.conftest import by_name, poll
+from tests.polling import wait_until
+from tests.telemetry.conftest import TracedApp, by_name
 from tests.telemetry.test_catalogue import assert_documented
 
 FAST_HEALTH = """
@@ -48,14 +44,12 @@ def hex_ids(span: ReadableSpan) -> tuple[str, str]:
 
 
 async def test_stall_to_first_output_is_one_linked_trace(
-    standin: Callable[[str], Path],
-    make_settings: Callable[..., Settings],
+    traced_app: TracedApp,
     spans: tuple[TracerProvider, InMemorySpanExporter],
     log_entries: list[dict[str, Any]],
 ) -> None:
-    provider, exporter = spans
-    settings = make_settings(standin("stall"), extra=FAST_HEALTH.format(max_restarts=5))
-    app = create_app(settings, registry=CollectorRegistry(), tracer_provider=provider)
+    _, exporter = spans
+    app = traced_app("stall", extra=FAST_HEALTH.format(max_restarts=5))
 
     def restarted() -> ReadableSpan | None:
         # A restart that reached its first output: that span has ended by now.
@@ -68,7 +62,7 @@ async def test_stall_to_first_output_is_one_linked_trace(
         return None
 
     async with app.router.lifespan_context(app):
-        restart = await poll(restarted, what="a restart that produced output")
+        restart = await wait_until(restarted, 30, "a restart that produced output")
         finished = exporter.get_finished_spans()
 
     assert_documented(finished)
@@ -124,14 +118,12 @@ async def test_stall_to_first_output_is_one_linked_trace(
 
 
 async def test_refused_restart_is_an_error_span_with_its_reason(
-    standin: Callable[[str], Path],
-    make_settings: Callable[..., Settings],
+    traced_app: TracedApp,
     spans: tuple[TracerProvider, InMemorySpanExporter],
     log_entries: list[dict[str, Any]],
 ) -> None:
-    provider, exporter = spans
-    settings = make_settings(standin("exit"), extra=FAST_HEALTH.format(max_restarts=1))
-    app = create_app(settings, registry=CollectorRegistry(), tracer_provider=provider)
+    _, exporter = spans
+    app = traced_app("exit", extra=FAST_HEALTH.format(max_restarts=1))
 
     def refused() -> ReadableSpan | None:
         for span in by_name(exporter.get_finished_spans(), "channel.restart"):
@@ -140,7 +132,7 @@ async def test_refused_restart_is_an_error_span_with_its_reason(
         return None
 
     async with app.router.lifespan_context(app):
-        span = await poll(refused, what="a refused restart")
+        span = await wait_until(refused, 30, "a refused restart")
         finished = exporter.get_finished_spans()
 
     assert_documented(finished)

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
 
 from telemetry.metrics import Metrics, MetricsEndpoint, trace_exemplar
+from tests.polling import wait_for
 from tests.telemetry.conftest import free_port
 from tests.telemetry.test_catalogue import catalogue_metrics, exposed_names
 
@@ -32,22 +33,27 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+T = TypeVar("T")
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except httpx.HTTPError as exc:
-            last = exc
-        # Threads and subprocesses do the work; this only paces the polling.
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what} ({last})")
+# Prometheus and exstream are other processes: poll them gently, for up to a minute.
+HTTP_POLL_INTERVAL = 0.2
+
+
+def wait_for_http(check: Callable[[], T | None], what: str) -> T:
+    return wait_for(check, 60, what, HTTP_POLL_INTERVAL, ignore=(httpx.HTTPError,))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
@@ -99,16 +105,10 @@ mode = "always_on"
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="exstream ready")
+        wait_for_http(lambda: httpx.get(f"{base}/readyz").status_code == 200, "exstream ready")
         yield base, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         log.close()
 
 
@@ -143,12 +143,7 @@ scrape_configs:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 
@@ -181,7 +176,7 @@ def test_a_real_prometheus_sees_the_whole_catalogue_with_exemplars(
         present = {m.name for m in catalogue if exposed_names(m) <= names}
         return present if present >= wanted else None
 
-    present = wait_for(scraped, what="every catalogue metric in Prometheus")
+    present = wait_for_http(scraped, "every catalogue metric in Prometheus")
     assert always <= present <= expected
     up = query(prometheus, "/api/v1/query", query='up{job="exstream"}')
     assert [r["value"][1] for r in up["result"]] == ["1"]
@@ -203,7 +198,7 @@ def test_a_real_prometheus_sees_the_whole_catalogue_with_exemplars(
         "exstream_ratelimit_wait_seconds_bucket",
         "exstream_http_request_duration_seconds_bucket",
     ):
-        found = wait_for(functools.partial(exemplars, metric), what=f"exemplars of {metric}")
+        found = wait_for_http(functools.partial(exemplars, metric), f"exemplars of {metric}")
         assert all(re.fullmatch(r"[0-9a-f]{32}", e["labels"]["trace_id"]) for e in found)
 
     # The plain text exposition is clean for promtool.
@@ -230,8 +225,8 @@ def test_a_real_prometheus_sees_the_whole_catalogue_with_exemplars(
     assert {"media.scan", "playout.rebuild", "channel.start", "pool.acquire"} <= names
     assert {"ratelimit.wait", "ffmpeg.spawn", "channel.first_output"} <= names
     assert "GET /api/channels" in names
-    acquire = wait_for(
-        lambda: exemplars("exstream_pool_acquire_duration_seconds_bucket"), what="exemplars"
+    acquire = wait_for_http(
+        lambda: exemplars("exstream_pool_acquire_duration_seconds_bucket"), "exemplars"
     )
     assert {e["labels"]["trace_id"] for e in acquire} <= trace_ids
 

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from service.app import create_app
 from service.config import Settings
 from telemetry.tracing import TracingConfigError, configure_tracing, is_enabled, shutdown_tracing
-from tests.telemetry.conftest import poll, serving
+from tests.polling import wait_until
+from tests.telemetry.conftest import TracedApp, serving
 from tests.telemetry.test_catalogue import assert_documented
 
 STREAM_ROUTE = "GET /stream/{number:int}.ts"
@@ -33,14 +34,12 @@ def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 
 async def test_http_spans_streams_and_logs_share_trace_ids(
-    standin: Callable[[str], Path],
-    make_settings: Callable[..., Settings],
+    traced_app: TracedApp,
     spans: tuple[TracerProvider, InMemorySpanExporter],
     log_entries: list[dict[str, Any]],
 ) -> None:
-    provider, exporter = spans
-    settings = make_settings(standin("stream"), mode="on_demand", extra=SLOW_HEALTH)
-    app = create_app(settings, registry=CollectorRegistry(), tracer_provider=provider)
+    _, exporter = spans
+    app = traced_app("stream", mode="on_demand", extra=SLOW_HEALTH)
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     async with (
         serving(app) as (base, server),
@@ -64,10 +63,11 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
             found = [s for s in server_spans(exporter) if s.name == STREAM_ROUTE]
             return found[0] if found else None
 
-        stream = await poll(stream_span, what="the stream's span to end")
-        left = await poll(
+        stream = await wait_until(stream_span, 30, "the stream's span to end")
+        left = await wait_until(
             lambda: next((e for e in log_entries if "left after" in e["message"]), None),
-            what="the viewer-left log line",
+            30,
+            "the viewer-left log line",
         )
 
         # A stream the server ends (here: the hubs close, as at shutdown) ends its span
@@ -78,7 +78,7 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
                 received += len(chunk)
                 if received >= 188 * 200 and not server.lifespan.state["exstream"].channels.closing:
                     server.lifespan.state["exstream"].channels.close_hubs()
-        closed = await poll(
+        closed = await wait_until(
             lambda: next(
                 (
                     s
@@ -90,7 +90,8 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
                 ),
                 None,
             ),
-            what="the second stream's span",
+            30,
+            "the second stream's span",
         )
         assert closed.attributes is not None
         assert closed.attributes["exstream.bytes_sent"] == received

@@ -32,6 +32,7 @@ from service.app import log_store_of
 from service.entryid import MAX_KEY, encode_cursor, encode_id
 from service.logstore import LogFilter, LogStore, micros
 from telemetry.logging import configure_logging
+from tests.polling import wait_until
 from tests.service.api.conftest import TENACITY_INITIAL, running
 
 pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
@@ -364,11 +365,12 @@ async def serving(app: Starlette, graceful: float = 5.0) -> AsyncIterator[tuple[
     )  # fmt: skip
     server = Server(config, on_shutdown=log_store_of(app).close_streams)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 30
-    while not server.started:
+
+    def started() -> bool:
         assert not task.done(), "server did not start"
-        assert time.monotonic() < deadline, "server did not start in time"
-        await asyncio.sleep(0.02)
+        return server.started
+
+    await wait_until(started, 30, "the server to start")
     try:
         yield f"http://127.0.0.1:{port}", server
     finally:
