@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from service.pool import ProcessPool
 from service.ratelimit import Clock
 from service.restart import Admission, RestartPolicy
 from telemetry.metrics import Metrics
+
+TS_OFFSET_MARGIN = 2.0
 
 
 class ChannelState(enum.StrEnum):
@@ -273,7 +276,13 @@ class ChannelRunner:
         self._set_state(ChannelState.STARTING)
 
     def _argv(self, segment: Segment | None) -> list[str]:
-        ts_offset = self.clock() - (self.started_at or self.clock())
+        elapsed = self.clock() - (self.started_at or self.clock())
+        # A later process starts its timestamps past anything the last one wrote: -re
+        # paces input, so output can run a little ahead of the wall clock. Forward jumps
+        # are harmless to players; backward ones are not.
+        # Whole frames, so a decoder sees a clean gap and never two frames in one slot.
+        frame = 1 / self.settings.ffmpeg.fps
+        ts_offset = math.ceil((elapsed + TS_OFFSET_MARGIN) / frame) * frame if elapsed > 0 else 0.0
         if segment is None:
             return slate_argv(self.settings.ffmpeg, ts_offset)
         list_path = self.work_dir / f"channel-{self.key}.ffconcat"

@@ -25,7 +25,14 @@ from tests.polling import wait_for
 CLIP_SECONDS = 2.0
 
 
-def capture(server: Server, number: int, seconds: float, limit: int = 50_000_000) -> bytes:
+def capture(
+    server: Server,
+    number: int,
+    seconds: float,
+    limit: int = 50_000_000,
+    during: Callable[[], object] | None = None,
+) -> bytes:
+    """Read the stream for `seconds`; `during` is called once while it is open."""
     data = bytearray()
     deadline = time.monotonic() + seconds
     with server.client() as client, client.stream("GET", f"/stream/{number}.ts") as response:
@@ -33,6 +40,9 @@ def capture(server: Server, number: int, seconds: float, limit: int = 50_000_000
         assert response.headers["content-type"] == "video/mp2t"
         for chunk in response.iter_raw():
             data += chunk
+            if during is not None:
+                during()
+                during = None
             if time.monotonic() > deadline or len(data) > limit:
                 break
     return bytes(data)
@@ -128,10 +138,12 @@ def test_on_demand_channel_starts_and_stops_after_idle_grace(server: Server) -> 
 
 def test_channel_without_media_streams_the_slate(server: Server, tmp_path: Path) -> None:
     path = tmp_path / "slate.ts"
-    path.write_bytes(cut_clean(capture(server, 3, 2.0)))
+    states_seen: list[str] = []
+    data = capture(server, 3, 2.0, during=lambda: states_seen.append(server.channel(3)["state"]))
+    path.write_bytes(cut_clean(data))
     codecs = sorted(s["codec_name"] for s in probe_streams(path)["streams"])  # type: ignore[attr-defined]
     assert codecs == ["aac", "h264"]
-    assert server.channel(3)["state"] == "slate"
+    assert states_seen == ["slate"]
 
 
 def test_unknown_channel_is_a_json_404(server: Server) -> None:
