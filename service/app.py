@@ -76,6 +76,8 @@ def routes(metrics: Metrics) -> list[Route]:
         Route("/discover.json", iptv.discover, methods=["GET"]),
         Route("/lineup.json", iptv.lineup, methods=["GET"]),
         Route("/lineup_status.json", iptv.lineup_status, methods=["GET"]),
+        Route("/lineup.post", iptv.lineup_post, methods=["POST"]),
+        Route("/device.xml", iptv.device_xml, methods=["GET"]),
         Route("/api/channels", channels.list_channels, methods=["GET"]),
         Route("/api/channels/{number:int}", channels.get_channel, methods=["GET"]),
         Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),

@@ -182,6 +182,16 @@ PATHS: dict[str, Schema] = {
         "HDHomeRun lineup status.",
         {"200": {"description": "Status", **content({"type": "object"})}},
     ),
+    "/lineup.post": {
+        "post": {
+            "summary": "HDHomeRun channel scan request: the lineup is the configuration.",
+            "responses": {"200": {"description": "Accepted, nothing to scan"}},
+        }
+    },
+    "/device.xml": get(
+        "UPnP device description of the HDHomeRun emulation.",
+        {"200": text("Device", "application/xml")},
+    ),
     "/api/channels": get(
         "Status of every channel.",
         {

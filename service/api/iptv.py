@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
+from xml.sax.saxutils import escape
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -118,3 +119,31 @@ async def lineup_status(request: Request) -> JSONResponse:
     return JSONResponse(
         {"ScanInProgress": 0, "ScanPossible": 1, "Source": "Cable", "SourceList": ["Cable"]}
     )
+
+
+async def lineup_post(request: Request) -> Response:
+    """Players ask the tuner to scan; the lineup is the configuration, so there is nothing to do."""
+    return Response(status_code=200)
+
+
+DEVICE_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0">
+  <specVersion><major>1</major><minor>0</minor></specVersion>
+  <URLBase>{url}</URLBase>
+  <device>
+    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>
+    <friendlyName>exstream</friendlyName>
+    <manufacturer>exstream</manufacturer>
+    <modelName>HDTC-2US</modelName>
+    <modelNumber>HDTC-2US</modelNumber>
+    <serialNumber>{device_id}</serialNumber>
+    <UDN>uuid:{device_id}</UDN>
+  </device>
+</root>
+"""
+
+
+async def device_xml(request: Request) -> Response:
+    url = escape(base_url(request))
+    body = DEVICE_XML.format(url=url, device_id=device_id(request))
+    return Response(body, media_type="application/xml")

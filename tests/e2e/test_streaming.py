@@ -224,6 +224,12 @@ def test_hdhomerun_emulation(server: Server) -> None:
     assert all(e["URL"].endswith(f"/stream/{e['GuideNumber']}.ts") for e in lineup)
     status = server.get("/lineup_status.json").json()
     assert status["ScanInProgress"] == 0 and status["SourceList"]
+    device = ET.fromstring(server.get("/device.xml").content)
+    ns = {"u": "urn:schemas-upnp-org:device-1-0"}
+    assert device.findtext("u:URLBase", namespaces=ns) == server.base_url
+    assert device.findtext("u:device/u:serialNumber", namespaces=ns) == discover["DeviceID"]
+    with server.client() as client:
+        assert client.post("/lineup.post?scan=start&source=Cable").status_code == 200
 
 
 def test_slow_viewer_is_dropped_and_others_keep_receiving(
