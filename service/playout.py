@@ -12,7 +12,7 @@ import bisect
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.ffmpeg import Part, Segment
@@ -27,14 +27,13 @@ class Entry:
     start: float
     item: MediaItem
     inpoint: float = 0.0
+    # Stored, not start + duration: the next entry starts at exactly this float, so
+    # rounding never leaves a gap (or an overlap) between consecutive entries.
+    end: float = field(kw_only=True)
 
     @property
     def duration(self) -> float:
-        return self.item.duration - self.inpoint
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
+        return self.end - self.start
 
 
 def cycle_order(count: int, seed: int, cycle: int, shuffle: bool) -> list[int]:
@@ -54,11 +53,15 @@ def entries_from(
     cycle = math.floor((t - epoch) / total)
     while True:
         start = epoch + cycle * total
-        for index in cycle_order(len(items), seed, cycle, shuffle):
+        order = cycle_order(len(items), seed, cycle, shuffle)
+        for position, index in enumerate(order):
             item = items[index]
-            if start + item.duration > t + EPSILON:
-                yield Entry(start, item)
-            start += item.duration
+            # Each cycle ends on its epoch-anchored time, so rounding never accumulates.
+            last = position == len(order) - 1
+            end = epoch + (cycle + 1) * total if last else start + item.duration
+            if end > t + EPSILON:
+                yield Entry(start, item, end=end)
+            start = end
         cycle += 1
 
 
@@ -108,9 +111,17 @@ class Playout:
             self.items, self.epoch, after, seed=self.seed, shuffle=self.shuffle
         )
         for entry in generated:
-            if self.entries and entry.start < after:
-                # After a library change: join the new schedule mid-item, on time.
-                entry = Entry(after, entry.item, entry.inpoint + after - entry.start)
+            if self.entries:
+                previous_end = self.entries[-1].end
+                inpoint = entry.inpoint
+                if entry.start < previous_end - EPSILON:
+                    # After a library change: join the new schedule mid-item, on time.
+                    inpoint += previous_end - entry.start
+                # Otherwise it starts within rounding of the previous end: meet exactly.
+                entry = Entry(previous_end, entry.item, inpoint, end=entry.end)
+            elif entry.start > now:
+                # `now` is within EPSILON of an item's end: the next one covers `now`.
+                entry = Entry(now, entry.item, entry.inpoint, end=entry.end)
             self.entries.append(entry)
             if entry.end >= until:
                 break
