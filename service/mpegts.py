@@ -87,54 +87,58 @@ def packets(data: bytes | memoryview) -> Iterator[memoryview]:
 
 @dataclass
 class Aligner:
-    """Turns a byte stream into whole, sync-checked packets; skips garbage and counts it."""
+    """Turns a byte stream into whole, sync-checked packets; skips garbage and counts it.
+
+    Out of sync, a sync byte is trusted only when the next packet's sync byte follows
+    188 bytes later (waiting for more data when that byte has not arrived); in sync,
+    every packet that starts with a sync byte is taken. Each decision depends on the
+    bytes alone, so any split of the stream into chunks gives the same packets.
+    """
 
     _rest: bytes = b""
     skipped: int = 0
+    _locked: bool = False
 
     def feed(self, data: bytes) -> bytes:
         buf = self._rest + data if self._rest else data
-        start = self._sync(buf, 0)
-        if start is None:
-            keep = buf[-(PACKET_SIZE - 1) :] if len(buf) >= PACKET_SIZE else buf
-            self.skipped += len(buf) - len(keep)
-            self._rest = keep
-            return b""
-        self.skipped += start
         out = bytearray()
-        pos = start
-        while pos + PACKET_SIZE <= len(buf):
-            if buf[pos] == SYNC_BYTE:
-                run_end = pos
-                while run_end + PACKET_SIZE <= len(buf) and buf[run_end] == SYNC_BYTE:
-                    run_end += PACKET_SIZE
-                out += buf[pos:run_end]
-                pos = run_end
-                continue
-            found = self._sync(buf, pos)
-            if found is None:
-                break
+        pos = 0
+        while True:
+            if self._locked:
+                end = pos
+                while end + PACKET_SIZE <= len(buf) and buf[end] == SYNC_BYTE:
+                    end += PACKET_SIZE
+                out += buf[pos:end]
+                pos = end
+                if pos == len(buf) or (pos + PACKET_SIZE > len(buf) and buf[pos] == SYNC_BYTE):
+                    break  # the rest of a packet is still to come
+                self._locked = False
+            found, confirmed = self._sync(buf, pos)
             self.skipped += found - pos
             pos = found
+            if not confirmed:
+                break
+            self._locked = True
         self._rest = bytes(buf[pos:])
-        if len(self._rest) > 2 * PACKET_SIZE:
-            self.skipped += len(self._rest) - PACKET_SIZE
-            self._rest = self._rest[-PACKET_SIZE:]
         return bytes(out)
 
     def reset(self) -> None:
         self._rest = b""
+        self._locked = False
 
     @staticmethod
-    def _sync(buf: bytes, start: int) -> int | None:
-        """First offset from `start` with a sync byte that the next packet confirms (if present)."""
+    def _sync(buf: bytes, start: int) -> tuple[int, bool]:
+        """The first offset from `start` that may begin a packet, and whether the next
+        packet confirms it; (len(buf), False) when no offset can."""
         pos = buf.find(SYNC_BYTE, start)
         while pos != -1:
             following = pos + PACKET_SIZE
-            if following >= len(buf) or buf[following] == SYNC_BYTE:
-                return pos
+            if following >= len(buf):
+                return pos, False
+            if buf[following] == SYNC_BYTE:
+                return pos, True
             pos = buf.find(SYNC_BYTE, pos + 1)
-        return None
+        return len(buf), False
 
 
 @dataclass
