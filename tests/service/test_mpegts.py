@@ -163,7 +163,9 @@ def feed_all(aligner: Aligner, data: bytes, cuts: list[int]) -> bytes:
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_any_split_gives_back_the_same_packets(ts_bytes: bytes, data: st.DataObject) -> None:
-    count = data.draw(st.integers(min_value=0, max_value=120))
+    # A lone first packet waits for the next one to confirm it; from two packets on,
+    # everything comes out.
+    count = data.draw(st.integers(min_value=2, max_value=120))
     first = data.draw(st.integers(min_value=0, max_value=200))
     stream = ts_bytes[first * PACKET_SIZE : (first + count) * PACKET_SIZE]
     cuts = split_points(data, len(stream))
@@ -181,7 +183,13 @@ def test_garbage_is_skipped_and_counted_the_same_for_any_split(
     ts_bytes: bytes, data: st.DataObject
 ) -> None:
     count = data.draw(st.integers(min_value=1, max_value=40))
-    originals = [ts_bytes[i * PACKET_SIZE : (i + 1) * PACKET_SIZE] for i in range(count)]
+    # No sync byte inside these packets: a real payload can, rarely, line up with a later
+    # sync byte and be (rightly) taken for a packet start, which a model cannot predict.
+    originals = [
+        ts_bytes[i * PACKET_SIZE : i * PACKET_SIZE + 1]
+        + ts_bytes[i * PACKET_SIZE + 1 : (i + 1) * PACKET_SIZE].replace(b"G", b"g")
+        for i in range(count)
+    ]
     junk = data.draw(st.dictionaries(st.integers(min_value=0, max_value=count - 1), garbage))
     stream = b"".join(junk.get(i, b"") + p for i, p in enumerate(originals))
     # In sync, a packet is taken when it follows a taken packet directly; out of sync
