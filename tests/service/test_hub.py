@@ -185,7 +185,7 @@ def count_calls(action: Any) -> int:
 async def waiting_on(hub: Hub, count: int) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10.0
-    while len(hub._data._waiters) < count:  # type: ignore[attr-defined]
+    while len(hub._data._waiters) < count:
         assert loop.time() < deadline, "viewers did not start waiting"
         await asyncio.sleep(0)
 
@@ -196,7 +196,7 @@ async def test_publish_does_no_work_per_subscriber(ts_bytes: bytes) -> None:
     for viewers in (1, 500):
         hub = Hub(64 * 1024 * 1024)
         subs = [hub.subscribe() for _ in range(viewers)]
-        tasks = [asyncio.create_task(anext(s.batches())) for s in subs]
+        tasks = [asyncio.create_task(next_batch(s)) for s in subs]
         await waiting_on(hub, viewers)
         real = hub.subscribers
         hub.subscribers = Tripwire()  # type: ignore[assignment]
