@@ -162,7 +162,8 @@ class Playout:
             if not parts:
                 signature = entry.item.signature
                 seek = max(0.0, now - entry.start) if entry.start <= now else 0.0
-            elif entry.item.signature != signature:
+            elif entry.item.signature != signature or entry.inpoint > 0:
+                # A mid-item start is only exact as the first part (see ffmpeg._seekable).
                 break
             parts.append(Part(entry.item.path, entry.inpoint, entry.duration, entry.item.has_audio))
             if sum(p.duration for p in parts) - seek >= max_seconds:

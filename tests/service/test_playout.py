@@ -312,3 +312,14 @@ def test_tiny_durations_stay_contiguous_and_never_loop_for_ever() -> None:
     playout = built(items, now, horizon=60.0)
     assert_contiguous(playout.entries)
     assert playout.horizon(now) >= 60.0
+
+
+def test_plan_ends_before_a_mid_item_join() -> None:
+    old = library([100.0, 100.0])
+    playout = built(old, EPOCH + 10.0)
+    playout.rebuild([item(5, 40.0), item(6, 80.0)], EPOCH + 30.0)
+    assert playout.entries[1].inpoint > 0
+    segment = playout.plan(EPOCH + 50.0, 3600.0, exists=lambda _: True)
+    assert segment is not None
+    # The joined entry starts the next segment, where its inpoint becomes an exact seek.
+    assert [p.path for p in segment.parts] == [old[0].path]
