@@ -21,17 +21,29 @@ from service.errors import ConfigError
 DEFAULT_CONFIG = "channels.toml"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-DESCRIPTION = """\
+ENVIRONMENT = """\
+Environment: EXSTREAM_HOST, EXSTREAM_PORT, EXSTREAM_DATA_DIR, EXSTREAM_PUBLIC_URL,
+EXSTREAM_LOG_LEVEL, EXSTREAM_LOG_FORMAT (json|text), EXSTREAM_API_TOKEN override the
+[server] table; EXSTREAM_CONFIG names the config file. OpenTelemetry export is set with
+the standard OTEL_* variables. See README.md for every key.
+"""
+DESCRIPTION = f"""\
 exstream turns media files into live TV channels served as HTTP MPEG-TS.
 
   exstream serve --config channels.toml   run the service
   exstream check channels.toml            validate a configuration and probe its media
   exstream demo data/demo                 write demo media and a config, then serve it
 
-Environment: EXSTREAM_HOST, EXSTREAM_PORT, EXSTREAM_DATA_DIR, EXSTREAM_PUBLIC_URL,
-EXSTREAM_LOG_LEVEL, EXSTREAM_LOG_FORMAT (json|text), EXSTREAM_API_TOKEN override the
-[server] table; EXSTREAM_CONFIG names the config file. OpenTelemetry export is set with
-the standard OTEL_* variables. See README.md for every key.
+{ENVIRONMENT}"""
+SERVE = """\
+Serve the channels of a configuration over HTTP. A configuration with problems is
+reported (one `<file>: <key path>: <message>` line each) and nothing is started:
+exit status 2.
+"""
+CHECK = """\
+Validate a configuration and probe its media with ffprobe, without serving.
+Problems are printed as `<file>: <key path>: <message>` lines (exit status 2);
+unreadable or corrupt media files are listed as warnings (exit status 0).
 """
 
 
@@ -43,17 +55,25 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--version", action="version", version=f"exstream {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the service")
+    raw = argparse.RawDescriptionHelpFormatter
+    serve = commands.add_parser(
+        "serve", help="run the service", description=SERVE, epilog=ENVIRONMENT,
+        formatter_class=raw,
+    )  # fmt: skip
     serve.add_argument(
         "--config",
         default=os.environ.get("EXSTREAM_CONFIG", DEFAULT_CONFIG),
         help="path of channels.toml (default: $EXSTREAM_CONFIG or ./channels.toml)",
     )
     check = commands.add_parser(
-        "check", help="validate a configuration; exit 2 when it has problems"
-    )
+        "check", help="validate a configuration; exit 2 when it has problems",
+        description=CHECK, epilog=ENVIRONMENT, formatter_class=raw,
+    )  # fmt: skip
     check.add_argument(
-        "config", nargs="?", default=os.environ.get("EXSTREAM_CONFIG", DEFAULT_CONFIG)
+        "config",
+        nargs="?",
+        default=os.environ.get("EXSTREAM_CONFIG", DEFAULT_CONFIG),
+        help="path of channels.toml (default: $EXSTREAM_CONFIG or ./channels.toml)",
     )
     check.add_argument("--no-scan", action="store_true", help="do not probe the media files")
     demo = commands.add_parser("demo", help="write demo media and channels.toml into DIR")

@@ -173,10 +173,14 @@ class _Reader:
             return self._checked(path, number, check)
         if isinstance(default, float):
             if isinstance(value, int | float) and not isinstance(value, bool):
-                if not math.isfinite(value):
+                try:
+                    as_float = float(value)
+                except OverflowError:  # TOML integers are unbounded in tomllib
+                    as_float = math.inf
+                if not math.isfinite(as_float):
                     self.problem(path, "must be a finite number")
                     return None
-                return self._checked(path, float(value), check)
+                return self._checked(path, as_float, check)
             self.problem(path, f"expected a number, got {_kind(value)}")
             return None
         if isinstance(default, Path):
@@ -291,6 +295,11 @@ def _kind(value: Any) -> str:
     )
 
 
+def _reason(exc: Exception) -> str:
+    # OSError's str() repeats the (possibly huge) file name; its strerror does not.
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read `path` and the `EXSTREAM_*` overrides; ConfigError lists every problem."""
     path = Path(path)
@@ -316,7 +325,10 @@ def parse_settings(data: Mapping[str, Any], path: Path, environ: Mapping[str, st
     server = _apply_environ(reader, sections["server"], environ)
     base = path.resolve().parent
     if not server.data_dir.is_absolute():
-        server = _replace(server, data_dir=(base / server.data_dir).resolve())
+        try:
+            server = _replace(server, data_dir=(base / server.data_dir).resolve())
+        except (OSError, ValueError) as exc:
+            reader.problem("server.data_dir", f"invalid path: {_reason(exc)}")
     channels = _read_channels(reader, data.get("channels", []), base)
     health: HealthSettings = sections["health"]
     if health.backoff_initial > health.backoff_max:
@@ -409,18 +421,19 @@ def _read_channels(reader: _Reader, raw: Any, base: Path) -> tuple[ChannelConfig
             if converted is not None:
                 kwargs[key] = converted
         paths = _read_media(reader, f"{prefix}.media", media, base)
+        # Checked even when the channel has other problems, so all of them show at once.
+        number = kwargs.get("number")
+        if number is not None:
+            if number in seen:
+                reader.problem(
+                    f"{prefix}.number",
+                    f"duplicate channel number {number} (also channels[{seen[number]}])",
+                )
+            else:
+                seen[number] = index
         if len(reader.problems) > before:
             continue
-        channel = ChannelConfig(media=paths, **kwargs)
-        if channel.number in seen:
-            reader.problem(
-                f"{prefix}.number",
-                f"duplicate channel number {channel.number}"
-                f" (also channels[{seen[channel.number]}])",
-            )
-            continue
-        seen[channel.number] = index
-        channels.append(channel)
+        channels.append(ChannelConfig(media=paths, **kwargs))
     return tuple(channels)
 
 
@@ -434,14 +447,19 @@ def _read_media(reader: _Reader, prefix: str, media: Any, base: Path) -> tuple[s
         if not isinstance(entry, str) or not entry.strip():
             reader.problem(key, f"expected a non-empty path, got {_kind(entry)}")
             continue
-        expanded = Path(entry).expanduser()
-        full = expanded if expanded.is_absolute() else base / expanded
-        if GLOB_CHARS & set(entry):
-            if not glob.glob(str(full), recursive=True):  # noqa: PTH207 (absolute patterns)
-                reader.warnings.append(f"{key}: pattern {entry!r} matches nothing yet")
-        elif not full.exists():
-            what = "directory" if entry.endswith("/") or not full.suffix else "file"
-            reader.problem(key, f"no such {what} {entry!r}")
+        try:
+            expanded = Path(entry).expanduser()
+            full = expanded if expanded.is_absolute() else base / expanded
+            if GLOB_CHARS & set(entry):
+                if not glob.glob(str(full), recursive=True):  # noqa: PTH207 (absolute patterns)
+                    reader.warnings.append(f"{key}: pattern {entry!r} matches nothing yet")
+            elif not full.exists():
+                what = "directory" if entry.endswith("/") or not full.suffix else "file"
+                reader.problem(key, f"no such {what} {entry!r}")
+                continue
+        except (OSError, ValueError, RuntimeError) as exc:
+            # Unknown ~user, a name too long for the file system, ...
+            reader.problem(key, f"invalid path: {_reason(exc)}")
             continue
         paths.append(str(full))
     return tuple(paths)

@@ -49,9 +49,22 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "'\\''") + "'"
 
 
+def _seekable(segment: Segment) -> Segment:
+    """The first part's inpoint moved into the seek.
+
+    The concat demuxer starts a file at the keyframe before `inpoint` and the decoder
+    keeps those frames (up to a GOP of extra video); an input -ss drops them.
+    """
+    if not segment.parts or segment.parts[0].inpoint <= 0:
+        return segment
+    first = segment.parts[0]
+    whole = Part(first.path, 0.0, first.inpoint + first.duration, first.has_audio)
+    return Segment((whole, *segment.parts[1:]), segment.seek + first.inpoint)
+
+
 def concat_list(segment: Segment) -> str:
     lines = ["ffconcat version 1.0"]
-    for part in segment.parts:
+    for part in _seekable(segment).parts:
         lines.append(f"file {_quote(part.path)}")
         if part.inpoint > 0:
             lines.append(f"inpoint {part.inpoint:.6f}")
@@ -93,8 +106,9 @@ def segment_argv(
     s: FfmpegSettings, segment: Segment, list_path: Path, ts_offset: float = 0.0
 ) -> list[str]:
     argv = [s.ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "warning"]
-    if segment.seek > 0:
-        argv += ["-ss", f"{segment.seek:.3f}"]
+    seek = _seekable(segment).seek
+    if seek > 0:
+        argv += ["-ss", f"{seek:.3f}"]
     argv += ["-re", "-f", "concat", "-safe", "0", "-i", str(list_path)]
     if segment.has_audio:
         argv += ["-map", "0:v:0", "-map", "0:a:0"]

@@ -83,6 +83,11 @@ class Hub:
         return len(self.subscribers)
 
     @property
+    def recognised(self) -> int:
+        """Bytes published so far on PIDs that the stream's PAT/PMT announce."""
+        return self._start.recognised
+
+    @property
     def tail(self) -> int:
         return self.head - len(self._ring)
 

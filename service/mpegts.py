@@ -89,40 +89,36 @@ def packets(data: bytes | memoryview) -> Iterator[memoryview]:
 class Aligner:
     """Turns a byte stream into whole, sync-checked packets; skips garbage and counts it.
 
-    Sync is found where three sync bytes stand 188 bytes apart (random bytes pass a
-    single check one time in 256); once found, packets are taken while each starts
-    with a sync byte, across calls.
+    Out of sync, a sync byte is trusted only when the next packet's sync byte follows
+    188 bytes later (waiting for more data when that byte has not arrived); in sync,
+    every packet that starts with a sync byte is taken. Each decision depends on the
+    bytes alone, so any split of the stream into chunks gives the same packets.
     """
 
     _rest: bytes = b""
-    _locked: bool = False
     skipped: int = 0
+    _locked: bool = False
 
     def feed(self, data: bytes) -> bytes:
         buf = self._rest + data if self._rest else data
-        size = len(buf)
         out = bytearray()
         pos = 0
-        while pos + PACKET_SIZE <= size:
-            if buf[pos] == SYNC_BYTE and (self._locked or self._confirmed(buf, pos)):
+        while True:
+            if self._locked:
                 end = pos
-                while end + PACKET_SIZE <= size and buf[end] == SYNC_BYTE:
+                while end + PACKET_SIZE <= len(buf) and buf[end] == SYNC_BYTE:
                     end += PACKET_SIZE
                 out += buf[pos:end]
                 pos = end
-                self._locked = True
-                continue
-            self._locked = False
-            found = self._sync(buf, pos + (buf[pos] != SYNC_BYTE))
-            if found is None:
-                keep = max(pos, size - 2 * PACKET_SIZE)
-                self.skipped += keep - pos
-                pos = keep
-                break
+                if pos == len(buf) or (pos + PACKET_SIZE > len(buf) and buf[pos] == SYNC_BYTE):
+                    break  # the rest of a packet is still to come
+                self._locked = False
+            found, confirmed = self._sync(buf, pos)
             self.skipped += found - pos
             pos = found
-            if found + 2 * PACKET_SIZE >= size:
-                break  # a candidate that the next bytes will confirm or not
+            if not confirmed:
+                break
+            self._locked = True
         self._rest = bytes(buf[pos:])
         return bytes(out)
 
@@ -131,19 +127,18 @@ class Aligner:
         self._locked = False
 
     @staticmethod
-    def _confirmed(buf: bytes, pos: int) -> bool:
-        third = pos + 2 * PACKET_SIZE
-        return third < len(buf) and buf[pos + PACKET_SIZE] == SYNC_BYTE == buf[third]
-
-    @classmethod
-    def _sync(cls, buf: bytes, start: int) -> int | None:
-        """The first confirmed sync offset from `start`, or one too near the end to tell."""
+    def _sync(buf: bytes, start: int) -> tuple[int, bool]:
+        """The first offset from `start` that may begin a packet, and whether the next
+        packet confirms it; (len(buf), False) when no offset can."""
         pos = buf.find(SYNC_BYTE, start)
         while pos != -1:
-            if pos + 2 * PACKET_SIZE >= len(buf) or cls._confirmed(buf, pos):
-                return pos
+            following = pos + PACKET_SIZE
+            if following >= len(buf):
+                return pos, False
+            if buf[following] == SYNC_BYTE:
+                return pos, True
             pos = buf.find(SYNC_BYTE, pos + 1)
-        return None
+        return len(buf), False
 
 
 @dataclass
@@ -154,6 +149,10 @@ class StartPoint:
     pmt: bytes = b""
     pmt_pids: set[int] = field(default_factory=set)
     video_pid: int | None = None
+    es_pids: set[int] = field(default_factory=set)
+    # Bytes of packets on PIDs the tables announce: random bytes that happen to pass the
+    # sync checks almost never land on one, so this tells real output from garbage.
+    recognised: int = 0
 
     def scan(self, data: bytes) -> int | None:
         """Offset in `data` of the last packet that starts a video keyframe, if any."""
@@ -162,6 +161,8 @@ class StartPoint:
         video_pid = self.video_pid
         for packet in packets(data):
             packet_pid = ((packet[1] & 0x1F) << 8) | packet[2]
+            if packet_pid in self.es_pids or packet_pid == PAT_PID or packet_pid in self.pmt_pids:
+                self.recognised += PACKET_SIZE
             if packet_pid == video_pid:
                 if packet[1] & 0x40 and random_access(packet):
                     keyframe = offset
@@ -175,6 +176,7 @@ class StartPoint:
                 streams = parse_pmt(packet)
                 if streams:
                     self.pmt = bytes(packet)
+                    self.es_pids = set(streams)
                     video = [p for p, t in streams.items() if t in VIDEO_STREAM_TYPES]
                     video_pid = self.video_pid = video[0] if video else None
             offset += PACKET_SIZE

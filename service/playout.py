@@ -12,7 +12,7 @@ import bisect
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.ffmpeg import Part, Segment
@@ -26,14 +26,13 @@ class Entry:
     start: float
     item: MediaItem
     inpoint: float = 0.0
+    # Stored, not start + duration: the next entry starts at exactly this float, so
+    # rounding never leaves a gap (or an overlap) between consecutive entries.
+    end: float = field(kw_only=True)
 
     @property
     def duration(self) -> float:
-        return self.item.duration - self.inpoint
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
+        return self.end - self.start
 
 
 def cycle_order(count: int, seed: int, cycle: int, shuffle: bool) -> list[int]:
@@ -53,11 +52,15 @@ def entries_from(
     cycle = math.floor((t - epoch) / total)
     while True:
         start = epoch + cycle * total
-        for index in cycle_order(len(items), seed, cycle, shuffle):
+        order = cycle_order(len(items), seed, cycle, shuffle)
+        for position, index in enumerate(order):
             item = items[index]
-            if start + item.duration > t + EPSILON:
-                yield Entry(start, item)
-            start += item.duration
+            # Each cycle ends on its epoch-anchored time, so rounding never accumulates.
+            last = position == len(order) - 1
+            end = epoch + (cycle + 1) * total if last else start + item.duration
+            if end > t + EPSILON:
+                yield Entry(start, item, end=end)
+            start = end
         cycle += 1
 
 
@@ -102,26 +105,41 @@ class Playout:
         until = now + self.min_horizon
         if self.entries and self.entries[-1].end >= until:
             return
-        for entry in self._continuation(self.entries[-1].end if self.entries else now):
+        after = self.entries[-1].end if self.entries else now
+        for entry in self._continuation(after, joined=bool(self.entries)):
             self.entries.append(entry)
             if entry.end >= until:
                 break
 
-    def _continuation(self, after: float) -> Iterator[Entry]:
-        """The schedule from `after` on; after a library change it joins mid-item, on time."""
+    def _continuation(self, after: float, *, joined: bool) -> Iterator[Entry]:
+        """The schedule from `after` on.
+
+        `joined`: `after` is the end of a scheduled entry, and the next entries meet it
+        exactly; otherwise `after` is now, and the first entry is the one playing then.
+        """
         generated = entries_from(
             self.items, self.epoch, after, seed=self.seed, shuffle=self.shuffle
         )
+        previous_end: float | None = after if joined else None
         for entry in generated:
-            if self.entries and entry.start < after:
-                entry = Entry(after, entry.item, entry.inpoint + after - entry.start)
+            if previous_end is not None:
+                inpoint = entry.inpoint
+                if entry.start < previous_end - EPSILON:
+                    # After a library change: join the new schedule mid-item, on time.
+                    inpoint += previous_end - entry.start
+                # Otherwise it starts within rounding of the previous end: meet exactly.
+                entry = Entry(previous_end, entry.item, inpoint, end=entry.end)
+            elif entry.start > after:
+                # `after` is within EPSILON of an item's end: the next one covers it.
+                entry = Entry(after, entry.item, entry.inpoint, end=entry.end)
+            previous_end = entry.end
             yield entry
 
     def guide(self, start: float, end: float) -> list[Entry]:
         """Entries between `start` and `end` (e.g. 24 h of guide), beyond the horizon too."""
         entries = self.between(start, end)
         if self.entries and self.items and self.entries[-1].end < end:
-            for entry in self._continuation(self.entries[-1].end):
+            for entry in self._continuation(self.entries[-1].end, joined=True):
                 if entry.start >= end:
                     break
                 entries.append(entry)
@@ -164,7 +182,8 @@ class Playout:
             if not parts:
                 signature = entry.item.signature
                 seek = max(0.0, now - entry.start) if entry.start <= now else 0.0
-            elif entry.item.signature != signature:
+            elif entry.item.signature != signature or entry.inpoint > 0:
+                # A mid-item start is only exact as the first part (see ffmpeg._seekable).
                 break
             parts.append(Part(entry.item.path, entry.inpoint, entry.duration, entry.item.has_audio))
             if sum(p.duration for p in parts) - seek >= max_seconds:

@@ -345,9 +345,10 @@ class ChannelRunner:
         stdout = proc.stdout
         produced = 0
         while data := await stdout.read(4 * 1024 * 1024):
-            # Only whole, in-sync TS packets count as output: garbage is a stall.
+            # Only packets of the announced streams count as output: garbage is a stall.
+            recognised = self.hub.recognised
             published = self.hub.publish(data)
-            if published:
+            if published and self.hub.recognised > recognised:
                 if not produced:
                     first.end()
                     span.set_attribute("exstream.outcome", "started")

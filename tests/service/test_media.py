@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from service.demo import make_clip
+from service.media import (
+    MediaItem,
+    MediaScanner,
+    ProbeCache,
+    Skipped,
+    expand,
+    item_from_probe,
+)
+
+Clips = Callable[[int, float], list[Path]]
+
+
+def counting_ffprobe(tmp_path: Path) -> tuple[str, Path]:
+    """An ffprobe wrapper that logs each run, so tests can count them."""
+    log = tmp_path / "ffprobe.log"
+    script = tmp_path / "ffprobe-counting"
+    real = shutil.which("ffprobe")
+    assert real is not None
+    script.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec "{real}" "$@"\n')
+    script.chmod(0o755)
+    return str(script), log
+
+
+def runs(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.fixture
+def library(tmp_path: Path, clips: Clips) -> Path:
+    root = tmp_path / "library"
+    (root / "nested" / "deeper").mkdir(parents=True)
+    good = clips(2, 1.5)
+    shutil.copy(good[0], root / "a.mp4")
+    shutil.copy(good[1], root / "nested" / "deeper" / "b.MP4")
+    (root / "notes.txt").write_text("not media, not even looked at\n")
+    (root / "random.mp4").write_bytes(random.Random(7).randbytes(20_000))
+    (root / "text.mkv").write_text("hello, I am a text file\n" * 50)
+    data = good[0].read_bytes()
+    (root / "nested" / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    return root
+
+
+async def test_scan_finds_media_recursively_and_skips_bad_files(library: Path) -> None:
+    progress: list[tuple[int, int]] = []
+    scanner = MediaScanner(
+        "ffprobe", ProbeCache(None), progress=lambda d, t: progress.append((d, t))
+    )
+    result = await scanner.scan([str(library)])
+    assert sorted(Path(i.path).name for i in result.items) == ["a.mp4", "b.MP4"]
+    for item in result.items:
+        assert item.duration == pytest.approx(1.5, abs=0.2)
+        assert (item.video_codec, item.audio_codec) == ("h264", "aac")
+        assert (item.width, item.height) == (320, 240)
+        assert item.has_audio
+        assert item.title == Path(item.path).stem
+    skipped = {Path(s.path).name: s for s in result.skipped}
+    assert set(skipped) == {"random.mp4", "text.mkv", "truncated.mp4"}
+    for entry in skipped.values():
+        assert entry.reason == "unreadable"
+        assert entry.detail
+    assert progress[-1] == (5, 5)
+    assert [d for d, _ in progress] == [1, 2, 3, 4, 5]
+
+
+async def test_second_scan_runs_no_ffprobe(library: Path, tmp_path: Path) -> None:
+    ffprobe, log = counting_ffprobe(tmp_path)
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    first = await MediaScanner(ffprobe, cache).scan([str(library)])
+    assert runs(log) == 5
+    second = await MediaScanner(ffprobe, cache).scan([str(library)])
+    assert runs(log) == 5
+    assert second.items == first.items
+    assert second.skipped == first.skipped
+    cache.close()
+    # The cache is on disk: a new process (a new ProbeCache) still needs no probes.
+    reopened = ProbeCache(tmp_path / "probe.sqlite")
+    third = await MediaScanner(ffprobe, reopened).scan([str(library)])
+    assert runs(log) == 5
+    assert third.items == first.items
+    # A changed file (new mtime) is probed again, and only that one.
+    changed = library / "a.mp4"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    await MediaScanner(ffprobe, reopened).scan([str(library)])
+    assert runs(log) == 6
+    assert log.read_text().splitlines()[-1].endswith(str(changed))
+    reopened.close()
+
+
+async def test_missing_file_is_skipped(tmp_path: Path, clips: Clips) -> None:
+    (good,) = clips(1, 1.5)
+    gone = tmp_path / "gone.mp4"
+    result = await MediaScanner("ffprobe", ProbeCache(None)).scan([str(gone), str(good)])
+    assert [i.path for i in result.items] == [str(good)]
+    (skipped,) = result.skipped
+    assert (skipped.path, skipped.reason) == (str(gone), "unreadable")
+    assert "No such file" in skipped.detail
+
+
+async def test_globs_select_files(library: Path) -> None:
+    scanner = MediaScanner("ffprobe", ProbeCache(None))
+    top = await scanner.scan([str(library / "*.mp4")])
+    assert sorted(Path(i.path).name for i in top.items) == ["a.mp4"]
+    assert sorted(Path(s.path).name for s in top.skipped) == ["random.mp4"]
+    deep = expand([str(library / "**" / "*.mp4")])
+    assert sorted(p.name for p in deep) == ["a.mp4", "random.mp4", "truncated.mp4"]
+    # A glob that names a directory searches it.
+    assert [p.name for p in expand([str(library / "nest*")])] == ["b.MP4", "truncated.mp4"]
+
+
+def test_expand_keeps_order_and_drops_duplicates(library: Path) -> None:
+    a = library / "a.mp4"
+    found = expand([str(a), str(library), str(library / "*.mp4")])
+    assert found[0] == a
+    assert len(found) == len(set(found)) == 5
+
+
+async def test_slow_ffprobe_times_out_and_is_not_cached(tmp_path: Path, clips: Clips) -> None:
+    (good,) = clips(1, 1.5)
+    slow = tmp_path / "slow-ffprobe"
+    slow.write_text("#!/bin/sh\nexec sleep 60\n")
+    slow.chmod(0o755)
+    cache = ProbeCache(None)
+    result = await MediaScanner(str(slow), cache, timeout=0.3).scan([str(good)])
+    (skipped,) = result.skipped
+    assert skipped.reason == "timeout"
+    stat = good.stat()
+    assert cache.get(str(good), stat.st_mtime_ns, stat.st_size) is None
+    # A later scan with a working ffprobe is not stuck with the timeout.
+    later = await MediaScanner("ffprobe", cache).scan([str(good)])
+    assert [i.path for i in later.items] == [str(good)]
+
+
+async def test_missing_ffprobe_is_a_skip_not_a_crash(tmp_path: Path, clips: Clips) -> None:
+    (good,) = clips(1, 1.5)
+    scanner = MediaScanner(str(tmp_path / "no-ffprobe"), ProbeCache(None))
+    (skipped,) = (await scanner.scan([str(good)])).skipped
+    assert skipped.reason == "unreadable"
+    assert skipped.detail.startswith("cannot run ffprobe")
+
+
+async def test_video_only_clip_has_no_audio(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "silent.mp4", 1.0, size="160x120", audio=False)
+    (item,) = (await MediaScanner("ffprobe", ProbeCache(None)).scan([str(clip)])).items
+    assert item.audio_codec is None
+    assert not item.has_audio
+    assert item.signature == ("h264", None)
+
+
+VIDEO = {"codec_type": "video", "codec_name": "h264", "width": 640, "height": 360}
+AUDIO = {"codec_type": "audio", "codec_name": "aac"}
+
+
+@pytest.mark.parametrize(
+    ("probe", "expected"),
+    [
+        ({}, Skipped("p", "unreadable", "ffprobe found no streams")),
+        (
+            {"streams": [AUDIO], "format": {"duration": "9"}},
+            Skipped("p", "no_video", "no video stream"),
+        ),
+        (
+            {
+                "streams": [{**VIDEO, "disposition": {"attached_pic": 1}}, AUDIO],
+                "format": {"duration": "9"},
+            },
+            Skipped("p", "no_video", "no video stream"),
+        ),
+        (
+            {"streams": [VIDEO], "format": {"duration": "0.2"}},
+            Skipped("p", "unreadable", "unknown or too short duration (0.2s)"),
+        ),
+        (
+            {"streams": [VIDEO], "format": {"duration": "N/A"}},
+            Skipped("p", "unreadable", "unknown or too short duration (0s)"),
+        ),
+        (
+            {"streams": [{**VIDEO, "duration": "12.5"}], "format": {}},
+            MediaItem("p", 12.5, "p", "h264", None, 640, 360),
+        ),
+        (
+            {"streams": [VIDEO, AUDIO], "format": {"duration": "30", "tags": {"title": "News"}}},
+            MediaItem("p", 30.0, "News", "h264", "aac", 640, 360),
+        ),
+    ],
+)
+def test_item_from_probe(probe: dict[str, object], expected: MediaItem | Skipped) -> None:
+    assert item_from_probe("p", probe) == expected
+
+
+def test_probe_cache_round_trip() -> None:
+    cache = ProbeCache(None)
+    item = MediaItem("/m/a.mp4", 3.0, "a", "h264", "aac", 2, 2)
+    skipped = Skipped("/m/b.mp4", "unreadable", "bad")
+    cache.put(item.path, 1, 10, item)
+    cache.put(skipped.path, 1, 10, skipped)
+    assert cache.get(item.path, 1, 10) == item
+    assert cache.get(skipped.path, 1, 10) == skipped
+    assert cache.get(item.path, 2, 10) is None  # another mtime
+    assert cache.get(item.path, 1, 11) is None  # another size
+    cache.close()
