@@ -175,7 +175,10 @@ class LevelResult:
 
 async def _open(port: int, buffer: bytearray, request: bytes) -> _Viewer:
     loop = asyncio.get_running_loop()
-    _, viewer = await loop.create_connection(lambda: _Viewer(buffer, request), "127.0.0.1", port)
+    async with asyncio.timeout(10):
+        _, viewer = await loop.create_connection(
+            lambda: _Viewer(buffer, request), "127.0.0.1", port
+        )
     return viewer
 
 
@@ -195,7 +198,7 @@ async def _load(
 
     async def one() -> _Viewer | None:
         async with gate:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, TimeoutError):
                 return await _open(port, buffer, request)
         return None
 
@@ -210,9 +213,9 @@ async def _load(
         probe_ttfb: list[float] = []
         for i in range(probes):
             await asyncio.sleep(max(0.0, started + (i + 0.5) * seconds / probes - time.monotonic()))
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, TimeoutError):
                 probe = await _open(port, bytearray(1 << 16), request)
-                await _answered([probe], 5.0)
+                await _answered([probe], 1.0)
                 if probe.first is not None:
                     probe_ttfb.append(probe.first - probe.started)
                 probe.close()
@@ -316,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             order = kinds if round_ % 2 == 0 else kinds[::-1]
             for kind in order:
                 with start(kind, root, standin) as (proc, port):
+                    print(f"      {kind} server pid {proc.pid}", flush=True)
                     for level in levels:
                         result = pool.submit(
                             run_loadgen,
@@ -325,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.seconds,
                             args.probes,
                             proc.pid,
-                        ).result(timeout=args.warmup + args.seconds + 120)
+                        ).result(timeout=args.warmup + args.seconds + args.probes + 120)
                         results.setdefault((kind, level), []).append(result)
                         ok = held(result, args.threshold)
                         print(
