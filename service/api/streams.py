@@ -53,6 +53,13 @@ class TransportStreamResponse(Response):
         log = logger.bind(channel=self.channel)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            # The start point (PAT/PMT + GOP) goes out now, not one loop turn later in the
+            # pump: under load each turn can wait behind a fan-out burst. A fresh
+            # connection's transport is not paused, so this send does not block.
+            first, self.subscription.first = self.subscription.first, b""
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                self.sent += len(first)
             pump = asyncio.create_task(self._pump(send))
             listen = asyncio.create_task(_wait_for_disconnect(receive))
             watchdog = _SendWatchdog(self, pump)
