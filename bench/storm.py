@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=float, default=10.0, help="[pool] spawn_rate")
     parser.add_argument("--spawn-burst", type=int, default=10, help="[pool] spawn_burst")
     parser.add_argument("--kbytes", type=float, default=20.0, help="stand-in output, kB/s")
+    parser.add_argument("--calm", type=float, default=15.0, help="seconds measured before")
     parser.add_argument("--timeout", type=float, default=300.0, help="limit per phase, s")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -125,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
 
             pids = wait_for(all_up, args.timeout, "every channel to start", interval=0.2)
             print(f"initial start: all {args.channels} up after {time.monotonic() - started:.1f} s")
+            print(f"server pid {proc.pid}", flush=True)
+            # The same polling, without a storm: the lag of this machine and this load.
+            calm = histogram_buckets(client.get("/metrics").text, LAG)
+            until = time.monotonic() + args.calm
+            while time.monotonic() < until:
+                all_up()
+                time.sleep(0.2)
             before_lag = histogram_buckets(client.get("/metrics").text, LAG)
             killed_at = time.time()
             for pid in pids.values():
@@ -134,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             wait_for(lambda: all_up(pids), args.timeout, "every channel to restart", interval=0.2)
             recovered = time.monotonic() - kill_mono
             after_lag = histogram_buckets(client.get("/metrics").text, LAG)
-            del proc
         storm = [t for t in spawns(log) if t >= killed_at]
     print(f"killed {len(pids)} process groups at once; all {args.channels} running again after"
           f" {recovered:.1f} s; {len(storm)} spawns since the kill")  # fmt: skip
@@ -150,13 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         f"spawn rate vs the bucket (burst {args.spawn_burst} + {args.spawn_rate:g}/s over any"
         f" interval): {verdict}; peak {max(per_second.values(), default=0)} in one second"
     )
-    observed = sum(after_lag.values()) and max(after_lag.values()) - max(before_lag.values())
-    p50 = bucket_quantile(before_lag, after_lag, 0.5)
-    p99 = bucket_quantile(before_lag, after_lag, 0.99)
-    print(
-        f"event-loop lag during the storm ({observed:.0f} probes): p50 {p50 * 1000:.1f} ms,"
-        f" p99 {p99 * 1000:.1f} ms (goal p99 < 50 ms)"
-    )
+    for name, (scrape_a, scrape_b) in {
+        f"{args.calm:g} s before the kill (no storm)": (calm, before_lag),
+        "during the storm": (before_lag, after_lag),
+    }.items():
+        probes = max(scrape_b.values()) - max(scrape_a.values())
+        p50, p99 = (bucket_quantile(scrape_a, scrape_b, q) for q in (0.5, 0.99))
+        print(
+            f"event-loop lag {name} ({probes:.0f} probes): p50 {p50 * 1000:.1f} ms,"
+            f" p99 {p99 * 1000:.1f} ms"
+        )
+    print("goal: p99 < 50 ms during the storm")
     return 0 if excess <= 1 else 1
 
 
