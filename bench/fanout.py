@@ -18,7 +18,9 @@ that only counts bytes). Per level it opens the viewers, waits for their first b
 lets them run `--warmup` s, then measures `--seconds` s: each viewer's rate, the
 server's CPU (psutil on its pid, children excluded) and its own CPU, and the time to
 first body byte of `--probes` extra viewers joining one after another while the rest
-stream. A level is held when every viewer got >= `--threshold` Mbit/s and none was cut.
+stream. machine% is what every process on the machine used (of 200% on 2 cores):
+what is left after server and load generator is other work sharing the cores.
+A level is held when every viewer got >= `--threshold` Mbit/s and none was cut.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+
+import psutil
 
 from bench._common import (
     cpu_seconds,
@@ -171,6 +175,7 @@ class LevelResult:
     loadgen_cpu: float
     ramp_ttfb: list[float]
     probe_ttfb: list[float]
+    machine_cpu: float  # cores busy on the whole machine, every process
 
 
 async def _open(port: int, buffer: bytearray, request: bytes) -> _Viewer:
@@ -187,6 +192,11 @@ async def _answered(viewers: list[_Viewer], timeout: float) -> None:
         async with asyncio.timeout(timeout):
             for viewer in viewers:
                 await viewer.answered.wait()
+
+
+def _busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 async def _load(
@@ -209,6 +219,7 @@ async def _load(
         await asyncio.sleep(warmup)
         before = [v.body for v in opened]
         cpu_before, own_before = cpu_seconds(server_pid), time.process_time()
+        machine_before = _busy_seconds()
         started = time.monotonic()
         probe_ttfb: list[float] = []
         for i in range(probes):
@@ -223,9 +234,10 @@ async def _load(
         elapsed = time.monotonic() - started
         cpu = (cpu_seconds(server_pid) - cpu_before) / elapsed
         own = (time.process_time() - own_before) / elapsed
+        machine = (_busy_seconds() - machine_before) / elapsed
         rates = [(v.body - b) * 8 / elapsed / 1e6 for v, b in zip(opened, before, strict=True)]
         lost = sum(v.lost or not v.status_ok for v in opened)
-        return LevelResult(viewers, len(opened), rates, lost, cpu, own, ramp, probe_ttfb)
+        return LevelResult(viewers, len(opened), rates, lost, cpu, own, ramp, probe_ttfb, machine)
     finally:
         for v in opened:
             v.close()
@@ -312,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'round':>5} {'server':>9} {'viewers':>7} {'held':>4} {'min':>5} {'p50':>5}"
             f" {'lost':>4} {'cpu%':>6} {'us/s/viewer':>11} {'ttfb p50':>8} {'p99 ms':>6}"
-            f" {'ramp p99':>8} {'loadgen%':>8}",
+            f" {'ramp p99':>8} {'loadgen%':>8} {'machine%':>8}",
             flush=True,
         )
         for round_ in range(args.rounds):
@@ -341,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                             f" {percentile(result.probe_ttfb, 50) * 1000:8.1f}"
                             f" {percentile(result.probe_ttfb, 99) * 1000:6.1f}"
                             f" {percentile(result.ramp_ttfb, 99) * 1000:8.0f}"
-                            f" {result.loadgen_cpu * 100:8.1f}",
+                            f" {result.loadgen_cpu * 100:8.1f}"
+                            f" {result.machine_cpu * 100:8.0f}",
                             flush=True,
                         )
                         if not ok and not args.keep_going:
