@@ -57,8 +57,9 @@ stack: setup
 	scripts/stack.sh
 
 bench: setup
-	$(BIN)/python -m bench.fanout
-	$(BIN)/python -m bench.coldstart
+	$(BIN)/python -m bench.fanout --viewers 200,500 --seconds 5 --rounds 1
+	$(BIN)/python -m bench.coldstart --runs 5
+	$(BIN)/python -m bench.storm --channels 50
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis data

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from bench._common import measure_lag
 from service.config import LogSettings
 from service.logstore import LEVELS, LogEntry, LogFilter, LogStore, micros
 from telemetry.metrics import Metrics
@@ -53,13 +54,6 @@ def make_entries(count: int, start: datetime, seed: int = 1) -> list[dict[str, A
             }
         )
     return entries
-
-
-async def measure_lag(stop: asyncio.Event, lags: list[float], tick: float = 0.01) -> None:
-    while not stop.is_set():
-        started = time.perf_counter()
-        await asyncio.sleep(tick)
-        lags.append(time.perf_counter() - started - tick)
 
 
 async def ingest(store: LogStore, entries: list[dict[str, Any]]) -> dict[str, float]:

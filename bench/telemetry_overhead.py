@@ -28,54 +28,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from subprocess import DEVNULL, Popen
 
-import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-
-SOURCE = """\
-import sys, time
-rate = {rate}  # bytes per second
-chunk = (bytes([0x47, 0x40, 0x00, 0x10]) + bytes([0xFF]) * 184) + (
-    bytes([0x47, 0x1F, 0xFF, 0x10]) + bytes([0xFF]) * 184) * 349
-out = sys.stdout.buffer
-start = time.monotonic()
-sent = 0
-while True:
-    out.write(chunk)
-    out.flush()
-    sent += len(chunk)
-    time.sleep(max(0.0, start + sent / rate - time.monotonic()))
-"""
-
-CONFIG = """\
-[server]
-host = "127.0.0.1"
-port = {port}
-data_dir = "data"
-log_level = "WARNING"
-
-[ffmpeg]
-ffmpeg = "{ffmpeg}"
-
-[stream]
-buffer_bytes = 16777216
-
-[health]
-backoff_initial = 1
-backoff_max = 1
-
-[pool]
-max_processes = 4
-
-[[channels]]
-number = 1
-name = "Bench"
-media = ["media"]
-mode = "always_on"
-"""
+from bench._common import exstream_argv, free_port, serve, write_config, write_standin
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -101,25 +57,20 @@ def otlp_sink() -> Iterator[str]:
         server.server_close()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def write_setup(directory: Path, mbits: float) -> tuple[Path, int]:
-    source = directory / "ffmpeg-source"
-    source.write_text(
-        f"#!{sys.executable}\n" + SOURCE.format(rate=mbits * 1e6 / 8), encoding="utf-8"
-    )
-    source.chmod(0o755)
+    source = write_standin(directory / "ffmpeg-source", mbits * 1e6 / 8)
     (directory / "media").mkdir(exist_ok=True)
     port = free_port()
-    config = directory / "channels.toml"
-    config.write_text(CONFIG.format(port=port, ffmpeg=source), encoding="utf-8")
+    config = write_config(
+        directory,
+        port,
+        [{"number": 1, "name": "Bench", "media": ["media"], "mode": "always_on"}],
+        server={"data_dir": "data", "log_level": "WARNING"},
+        ffmpeg={"ffmpeg": str(source)},
+        stream={"buffer_bytes": 16777216},
+        health={"backoff_initial": 1, "backoff_max": 1},
+        pool={"max_processes": 4},
+    )
     return config, port
 
 
@@ -164,28 +115,8 @@ async def measure(
 def run_once(
     config: Path, port: int, env: dict[str, str], viewers: int, seconds: float
 ) -> tuple[float, int]:
-    proc = Popen(
-        [sys.executable, "-m", "service", "serve", "--config", str(config)],
-        env=env,
-        cwd=ROOT,
-        stdout=DEVNULL,
-        stderr=DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("exstream did not become ready")
-            time.sleep(0.2)
+    with serve(exstream_argv(config), f"http://127.0.0.1:{port}/readyz", env) as proc:
         return asyncio.run(measure(proc.pid, port, viewers, seconds, warmup=2.0))
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,10 @@ it. Publishing costs the same for 1 or 2,000 viewers. A viewer whose cursor fall
 the ring is dropped ("slow"); the channel and the other viewers never wait for it.
 New viewers start at a clean point: the latest PAT/PMT, then every packet since the
 last keyframe.
+
+Waiting viewers are woken in groups of WAKE_GROUP, one group per event-loop turn: the
+loop polls sockets between groups, so a request that arrives during the fan-out of a
+chunk to 2,000 viewers waits for one group, not for all of them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from service.mpegts import Aligner, StartPoint
+
+WAKE_GROUP = 128
 
 
 class ViewerDropped(Exception):
@@ -76,11 +82,16 @@ class Hub:
         self._gop_bytes = 0
         self._aligner = Aligner()
         self._start = StartPoint()
-        self._data = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def viewers(self) -> int:
         return len(self.subscribers)
+
+    @property
+    def waiting(self) -> int:
+        """Viewers waiting for the next chunk."""
+        return len(self._waiters)
 
     @property
     def recognised(self) -> int:
@@ -154,12 +165,25 @@ class Hub:
         self._wake()
 
     async def wait_for_data(self) -> None:
-        await self._data.wait()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     def close(self) -> None:
         self.closed = True
         self._wake()
 
     def _wake(self) -> None:
-        event, self._data = self._data, asyncio.Event()
-        event.set()
+        waiters, self._waiters = self._waiters, []
+        if waiters:
+            _release(waiters, 0)
+
+
+def _release(waiters: list[asyncio.Future[None]], start: int) -> None:
+    end = start + WAKE_GROUP
+    for waiter in waiters[start:end]:
+        if not waiter.done():  # a cancelled viewer
+            waiter.set_result(None)
+    if end < len(waiters):
+        # Scheduled behind the tasks just woken: they run, the loop polls, then the next group.
+        asyncio.get_running_loop().call_soon(_release, waiters, end)

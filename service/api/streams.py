@@ -46,19 +46,35 @@ class TransportStreamResponse(Response):
         self.metrics = metrics
         self.sent = 0
         self.reason = "ended"
+        self.sending_since: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         log = logger.bind(channel=self.channel)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            # The start point (PAT/PMT + GOP) goes out now, not one loop turn later in the
+            # pump: under load each turn can wait behind a fan-out burst. A fresh
+            # connection's transport is not paused, so this send does not block.
+            first, self.subscription.first = self.subscription.first, b""
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                self.sent += len(first)
             pump = asyncio.create_task(self._pump(send))
             listen = asyncio.create_task(_wait_for_disconnect(receive))
-            done, pending = await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+            watchdog = _SendWatchdog(self, pump)
+            try:
+                done, pending = await asyncio.wait(
+                    {pump, listen}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                watchdog.stop()
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            if listen in done:
+            if watchdog.fired:
+                self.reason = "send_timeout"
+            elif listen in done:
                 self.reason = "client_closed"
             elif pump.result():
                 self._annotate_span()  # the last body message ends the span
@@ -85,23 +101,50 @@ class TransportStreamResponse(Response):
             )
 
     async def _pump(self, send: Send) -> bool:
-        """Copy batches until the hub ends; False when the response cannot be finished."""
+        """Copy batches until the hub ends or drops this viewer; True: finish the response."""
         sub = self.subscription
+        clock = asyncio.get_running_loop().time
         try:
             async for batch in sub.batches():
-                try:
-                    async with asyncio.timeout(self.send_timeout):
-                        await send({"type": "http.response.body", "body": batch, "more_body": True})
-                except TimeoutError:
-                    sub.hub.drop(sub, "send_timeout")
-                    self.reason = "send_timeout"
-                    return False
+                # No timer per send (most return at once): _SendWatchdog checks this mark.
+                self.sending_since = clock()
+                await send({"type": "http.response.body", "body": batch, "more_body": True})
+                self.sending_since = None
                 self.sent += len(batch)
         except ViewerDropped as exc:
             self.reason = exc.reason
             return True
         self.reason = "channel_closed"
         return True
+
+
+class _SendWatchdog:
+    """Cancels the pump when one send has waited `send_timeout`: one timer per viewer
+    per `send_timeout`, instead of arming and cancelling one per chunk."""
+
+    def __init__(self, response: TransportStreamResponse, pump: asyncio.Task[bool]) -> None:
+        self.response = response
+        self.pump = pump
+        self.fired = False
+        self.loop = asyncio.get_running_loop()
+        self.handle = self.loop.call_later(response.send_timeout, self.check)
+
+    def check(self) -> None:
+        response = self.response
+        since = response.sending_since
+        wait = response.send_timeout if since is None else since + response.send_timeout
+        if since is not None:
+            wait -= self.loop.time()
+            if wait <= 0:
+                self.fired = True
+                sub = response.subscription
+                sub.hub.drop(sub, "send_timeout")
+                self.pump.cancel()
+                return
+        self.handle = self.loop.call_later(wait, self.check)
+
+    def stop(self) -> None:
+        self.handle.cancel()
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -185,7 +185,7 @@ def count_calls(action: Any) -> int:
 async def waiting_on(hub: Hub, count: int) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10.0
-    while len(hub._data._waiters) < count:
+    while hub.waiting < count:
         assert loop.time() < deadline, "viewers did not start waiting"
         await asyncio.sleep(0)
 
@@ -205,7 +205,7 @@ async def test_publish_does_no_work_per_subscriber(ts_bytes: bytes) -> None:
         results = await asyncio.wait_for(asyncio.gather(*tasks), 10.0)
         assert results == [b"".join(data)] * viewers
         hub.close()
-    # The first publish wakes the viewers that wait (one Event.set); later ones, before
+    # The first publish wakes the viewers that wait (a group at a time); later ones, before
     # the viewers read, cost the same for 1 or 500 viewers: nothing is done per viewer.
     assert costs[0][1:] == costs[1][1:]
 
