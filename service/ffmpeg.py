@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
+import subprocess
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,6 +137,79 @@ def code_class(returncode: int) -> str:
     return "signal" if returncode < 0 else "error"
 
 
+class _Child:
+    """A process started off the event loop, with its pipes and exit joined to the loop.
+
+    asyncio (and uvloop) fork the whole server in the loop's thread, some 18 ms a spawn
+    for a large process: a restart storm would stall every viewer. `subprocess.Popen`
+    in a worker thread uses vfork; the exit is then seen through a pidfd on the loop.
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+        transports: list[asyncio.BaseTransport],
+    ) -> None:
+        self.popen = popen
+        self.transports = transports
+        self.pid = popen.pid
+        self.stdout = stdout
+        self.stderr = stderr
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._pidfd = os.pidfd_open(popen.pid)
+        loop.add_reader(self._pidfd, self._reap)
+
+    @classmethod
+    async def spawn(cls, argv: Sequence[str], limit: int) -> _Child:
+        popen = await asyncio.to_thread(
+            subprocess.Popen,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        loop = asyncio.get_running_loop()
+        readers: list[asyncio.StreamReader] = []
+        transports: list[asyncio.BaseTransport] = []
+        try:
+            for pipe in (popen.stdout, popen.stderr):
+                reader = asyncio.StreamReader(limit=limit)
+                protocol = functools.partial(asyncio.StreamReaderProtocol, reader)
+                pipe_transport, _ = await loop.connect_read_pipe(protocol, pipe)
+                readers.append(reader)
+                transports.append(pipe_transport)
+            return cls(popen, readers[0], readers[1], transports)
+        except BaseException:
+            for opened in transports:
+                opened.close()
+            popen.kill()
+            await asyncio.to_thread(popen.wait)
+            raise
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def _reap(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        code = self.popen.wait()  # the pidfd is readable: the child has ended, no blocking
+        if not self._exited.done():
+            self._exited.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def close(self) -> None:
+        """Close the pipes (after the exit): a reader that stopped reading leaves them open."""
+        for transport in self.transports:
+            transport.close()
+
+
 class ManagedProcess:
     """A child in its own session; leaving the context always ends the whole group.
 
@@ -148,7 +223,7 @@ class ManagedProcess:
         self.argv = list(argv)
         self.term_timeout = term_timeout
         self.stderr_tail: deque[str] = deque(maxlen=stderr_lines)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: _Child | None = None
         self._stderr_task: asyncio.Task[None] | None = None
 
     @property
@@ -161,22 +236,15 @@ class ManagedProcess:
 
     @property
     def stdout(self) -> asyncio.StreamReader:
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None
         return self._proc.stdout
 
     async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=4 * 1024 * 1024,
-        )
+        self._proc = await _Child.spawn(self.argv, limit=4 * 1024 * 1024)
         self._stderr_task = asyncio.create_task(self._read_stderr())
 
     async def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
+        assert self._proc is not None
         while line := await self._proc.stderr.readline():
             self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
 
@@ -207,6 +275,7 @@ class ManagedProcess:
             self.signal_group(signal.SIGKILL)
             await proc.wait()
         finally:
+            proc.close()
             if self._stderr_task is not None:
                 self._stderr_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
