@@ -16,7 +16,7 @@ from opentelemetry.trace import Tracer
 
 from service.config import ChannelConfig, Settings
 from service.errors import ChannelNotFound, ChannelUnavailable, ServiceStopping
-from service.hub import Hub, Subscription
+from service.hub import Hub, Subscription, ViewerDropped
 from service.media import MediaScanner, Skipped
 from service.playout import Playout
 from service.pool import ProcessPool
@@ -117,7 +117,6 @@ class ChannelRegistry:
         with self.tracer.start_as_current_span(
             "playout.rebuild", attributes={"exstream.channel": key}
         ) as span:
-            had_content = bool(channel.playout.items)
             result = channel.playout.rebuild(scan.items, self.wall())
             horizon = channel.playout.horizon(self.wall())
             span.set_attribute("exstream.result", result)
@@ -127,7 +126,7 @@ class ChannelRegistry:
         self.metrics.media_items.labels(channel=key).set(len(scan.items))
         if result == "empty":
             logger.bind(channel=key).warning("channel {} has nothing to play: slate", key)
-        elif not had_content:
+        else:
             channel.runner.content_changed()
         return result
 
@@ -167,7 +166,12 @@ class ChannelRegistry:
         try:
             await channel.runner.ensure_started()
             await channel.runner.wait_ready(self.settings.stream.start_timeout)
-            sub = channel.hub.subscribe()
+            if self.closing:
+                raise ServiceStopping()
+            try:
+                sub = channel.hub.subscribe()
+            except ViewerDropped:
+                raise ServiceStopping() from None
             try:
                 yield sub
             finally:
@@ -197,7 +201,9 @@ class ChannelRegistry:
         assert task is not None
         self._stopping.add(task)
         try:
-            if channel.viewers == 0 and channel.runner.running:
+            # A failed channel stays failed (and refuses viewers) until its cool-down.
+            runner = channel.runner
+            if channel.viewers == 0 and runner.running and runner.state != ChannelState.FAILED:
                 logger.bind(channel=str(channel.number)).info(
                     "channel {} idle for {:g}s: stopping", channel.number, channel.config.idle_grace
                 )
@@ -218,4 +224,4 @@ class ChannelRegistry:
         for channel in self.channels.values():
             if channel.idle_stop is not None:
                 channel.idle_stop.cancel()
-        await asyncio.gather(*(c.runner.stop(timeout) for c in self.channels.values()))
+        await asyncio.gather(*(c.runner.stop(timeout, close=True) for c in self.channels.values()))

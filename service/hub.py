@@ -164,6 +164,13 @@ class Hub:
         self.subscribers.discard(sub)
         self._wake()
 
+    def end_viewers(self, reason: str) -> None:
+        """End every viewer's stream now (not counted as a drop): the channel failed."""
+        for sub in list(self.subscribers):
+            sub.dropped = reason
+        self.subscribers.clear()
+        self._wake()
+
     async def wait_for_data(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)

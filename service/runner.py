@@ -22,7 +22,12 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, Tracer
 
 from service.config import ChannelConfig, Settings
-from service.errors import ChannelUnavailable, PoolError, RestartBudgetExhausted
+from service.errors import (
+    ChannelUnavailable,
+    PoolError,
+    RestartBudgetExhausted,
+    ServiceStopping,
+)
 from service.ffmpeg import (
     ManagedProcess,
     Segment,
@@ -102,6 +107,7 @@ class ChannelRunner:
         self._stall: SpanContext | None = None
         self._switch = False
         self._reset = asyncio.Event()
+        self.closed = False
         self._lifecycle = asyncio.Lock()  # a start waits for a stop under way, and back
         self.metrics.set_channel_state(self.key, self.state)
         self.metrics.channel_up.labels(channel=self.key).set_function(lambda: float(self.up))
@@ -142,7 +148,7 @@ class ChannelRunner:
                 while True:
                     if self.state == ChannelState.FAILED:
                         raise ChannelUnavailable(self.config.number, self.failure or "failed")
-                    if self.last_output_at is not None and self.running:
+                    if self.running and self.state in (ChannelState.RUNNING, ChannelState.SLATE):
                         return
                     if not self.running:
                         raise ChannelUnavailable(self.config.number, "stopped")
@@ -166,10 +172,14 @@ class ChannelRunner:
 
     async def ensure_started(self) -> None:
         async with self._lifecycle:
+            if self.closed:
+                raise ServiceStopping()
             self.start()
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float = 5.0, *, close: bool = False) -> None:
+        """Stop the channel; with `close` (shutdown) it cannot be started again."""
         async with self._lifecycle:
+            self.closed = self.closed or close
             await self._stop(timeout)
 
     async def _stop(self, timeout: float) -> None:
@@ -196,8 +206,8 @@ class ChannelRunner:
         proc.signal_group(signal.SIGKILL)
 
     def content_changed(self) -> None:
-        """The playout gained content while the slate plays: switch to it."""
-        if self.state == ChannelState.SLATE and self.process is not None:
+        """The playout has content: if the slate plays, switch to it."""
+        if self.process is not None and self.segment is None:
             self._switch = True
             self.process.signal_group(signal.SIGTERM)
 
@@ -221,10 +231,11 @@ class ChannelRunner:
             if crash is None:
                 crash = await self._play(self._span("channel.start"), None)
                 continue
-            self.metrics.unhealthy.labels(channel=self.key, reason=crash.reason).inc()
-            log.warning(
-                "channel {} {}: {}", self.key, crash.reason, crash.detail, reason=crash.reason
-            )
+            if crash.reason != "reset":  # a reset is a fresh start through the policy
+                self.metrics.unhealthy.labels(channel=self.key, reason=crash.reason).inc()
+                log.warning(
+                    "channel {} {}: {}", self.key, crash.reason, crash.detail, reason=crash.reason
+                )
             links = [Link(crash.link)] if crash.link is not None else None
             span = self._span("channel.restart", links, reason=crash.reason)
             self._set_state(ChannelState.RESTARTING)
@@ -238,8 +249,9 @@ class ChannelRunner:
                 self.metrics.budget_exhausted.labels(channel=self.key).inc()
                 with trace.use_span(span, end_on_exit=True):
                     log.error("channel {} failed: {}", self.key, exc, reason="budget_exhausted")
-                await self._failed(str(exc))
-                crash = None
+                if not await self._failed(str(exc)):
+                    return
+                crash = Crash("reset", "trying again after a reset or the cool-down")
                 continue
             except BaseException:
                 span.end()
@@ -258,22 +270,31 @@ class ChannelRunner:
         attrs.update({f"exstream.{k}": v for k, v in attributes.items()})
         return self.tracer.start_span(name, links=links, attributes=attrs)
 
-    async def _failed(self, reason: str) -> None:
+    async def _failed(self, reason: str) -> bool:
+        """Wait in state failed for the cool-down or an operator reset.
+
+        Returns False when the supervisor should end instead of trying again: an
+        on-demand channel whose cool-down passed waits for its next viewer, stopped.
+        """
         self.failure = reason
         self.failed_at = self.clock()
         self._reset.clear()
         self._set_state(ChannelState.FAILED)
+        self.hub.end_viewers("channel_failed")  # they would wait for bytes that never come
         log = logger.bind(channel=self.key)
         try:
             async with asyncio.timeout(self.settings.health.cooldown):
                 await self._reset.wait()
             log.info("channel {} reset by an operator", self.key)
+            again = True
         except TimeoutError:
-            log.info("channel {} cool-down over, trying again", self.key)
-            self.policy.reset(self.key)
+            log.info("channel {} cool-down over", self.key)
+            again = self.config.always_on
+        self.policy.reset(self.key)
         self.failure = None
         self.failed_at = None
-        self._set_state(ChannelState.STARTING)
+        self._set_state(ChannelState.STARTING if again else ChannelState.STOPPED)
+        return again
 
     def _argv(self, segment: Segment | None) -> list[str]:
         elapsed = self.clock() - (self.started_at or self.clock())
@@ -291,15 +312,16 @@ class ChannelRunner:
 
     async def _play(self, span: Span, admission: Admission | None) -> Crash | None:
         """Run one process to its end; None when it ended as planned, else why it crashed."""
-        segment = self.playout.plan(self.wall(), self.settings.playout.segment_max)
-        span.set_attribute("exstream.slate", segment is None)
         self._stall = None
         self._switch = False
         first: Span | None = None
+        segment: Segment | None = None
         produced = 0
         code: int | None = None
         tail = ""
         try:
+            segment = self.playout.plan(self.wall(), self.settings.playout.segment_max)
+            span.set_attribute("exstream.slate", segment is None)
             with trace.use_span(span, end_on_exit=False):
                 spawning = self.pool.spawn(self.key, self._argv(segment))
                 proc = await spawning.__aenter__()
@@ -322,6 +344,11 @@ class ChannelRunner:
         except PoolError as exc:
             span.set_status(Status(StatusCode.ERROR, str(exc)))
             return Crash(exc.reason, str(exc))
+        except Exception as exc:
+            # A bug or an I/O error must not kill the supervisor: it is a crash like any.
+            logger.bind(channel=self.key).opt(exception=exc).error("channel {} error", self.key)
+            span.set_status(Status(StatusCode.ERROR, repr(exc)))
+            return Crash("error", repr(exc))
         finally:
             if admission is not None:
                 admission.release()

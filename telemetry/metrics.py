@@ -17,7 +17,15 @@ from service import __version__
 CHANNEL_STATES = ("stopped", "starting", "running", "slate", "restarting", "failed")
 # Known label values: their series exist at zero from the start, so rate() and
 # increase() see the first event and a scraper sees every metric at once.
-UNHEALTHY_REASONS = ("exited", "stalled", "spawn_failed", "exhausted", "rate_limited", "closed")
+UNHEALTHY_REASONS = (
+    "exited",
+    "stalled",
+    "error",
+    "spawn_failed",
+    "exhausted",
+    "rate_limited",
+    "closed",
+)
 RESTART_OUTCOMES = ("started", "failed", "refused")
 EXIT_CODE_CLASSES = ("ok", "error", "signal")
 DROP_REASONS = ("slow", "send_timeout")

@@ -69,8 +69,8 @@ class TransportStreamResponse(Response):
                 )
             finally:
                 watchdog.stop()
-            for task in pending:
-                task.cancel()
+                for task in (pump, listen):  # also when this request is cancelled
+                    task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             if watchdog.fired:
                 self.reason = "send_timeout"

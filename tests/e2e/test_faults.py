@@ -240,6 +240,35 @@ def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
         wait_for(lambda: len(spawns(log, "4")) > 4, 10, "a spawn after the reset")
 
 
+def test_failed_on_demand_channel_ends_its_viewers_and_stays_failed_when_idle(
+    fake_setup: FakeSetupFactory,
+) -> None:
+    config, env, log = fake_setup(
+        [{"number": 9, "name": "Flaky", "idle_grace": 0.5}],
+        {"9": "exit"},
+        health={**FAST_HEALTH, "max_restarts": 2},
+    )
+    with run_server(config, env) as server:
+        viewer = Viewer(server, 9)
+        viewer.start()
+        # The stream ends when the channel fails, instead of waiting for bytes for ever.
+        viewer.join(30)
+        assert not viewer.is_alive() and viewer.error is None
+        assert viewer.arrivals
+        assert server.channel(9)["state"] == "failed"
+        assert len(spawns(log, "9")) == 1 + 2
+        # Idle now, past its idle grace: still failed, no new process, viewers refused.
+        probes = server.metric("exstream_event_loop_lag_seconds_count")
+        wait_for(
+            lambda: server.metric("exstream_event_loop_lag_seconds_count") > probes + 6,
+            10,
+            "a few loop-lag probes (0.5 s each)",
+        )
+        assert server.channel(9)["state"] == "failed"
+        assert server.get("/stream/9.ts").status_code == 503
+        assert len(spawns(log, "9")) == 3
+
+
 def test_garbage_output_is_a_stall(fake_setup: FakeSetupFactory) -> None:
     config, env, _ = fake_setup(
         [{"number": 5, "name": "Noise", "mode": "always_on"}],
