@@ -108,6 +108,8 @@ class ChannelRunner:
         self._switch = False
         self._reset = asyncio.Event()
         self.closed = False
+        self._ts_offset = 0.0
+        self._ts_floor = 0.0
         self._lifecycle = asyncio.Lock()  # a start waits for a stop under way, and back
         self.metrics.set_channel_state(self.key, self.state)
         self.metrics.channel_up.labels(channel=self.key).set_function(lambda: float(self.up))
@@ -194,6 +196,7 @@ class ChannelRunner:
         self._task = None
         self.process = None
         self.last_output_at = None
+        self._ts_floor = 0.0
         self.hub.discontinuity()
         self._set_state(ChannelState.STOPPED)
 
@@ -211,11 +214,16 @@ class ChannelRunner:
             self._switch = True
             self.process.signal_group(signal.SIGTERM)
 
-    def restart_now(self) -> None:
-        """Operator restart of a running channel: a planned end, outside the budget."""
-        if self.process is not None:
-            self._switch = True
-            self.process.signal_group(signal.SIGTERM)
+    def restart_now(self) -> bool:
+        """Operator restart of a running process: a planned end, outside the budget.
+
+        False when there is no process to restart (the channel is starting or restarting).
+        """
+        if self.process is None:
+            return False
+        self._switch = True
+        self.process.signal_group(signal.SIGTERM)
+        return True
 
     def reset(self) -> None:
         """Operator reset of a failed channel: forget the restart history, try again."""
@@ -297,13 +305,15 @@ class ChannelRunner:
         return again
 
     def _argv(self, segment: Segment | None) -> list[str]:
-        elapsed = self.clock() - (self.started_at or self.clock())
+        # Past the end of the last process's output too: its offset plus its run time.
+        elapsed = max(self.clock() - (self.started_at or self.clock()), self._ts_floor)
         # A later process starts its timestamps past anything the last one wrote: -re
         # paces input, so output can run a little ahead of the wall clock. Forward jumps
         # are harmless to players; backward ones are not.
         # Whole frames, so a decoder sees a clean gap and never two frames in one slot.
         frame = 1 / self.settings.ffmpeg.fps
         ts_offset = math.ceil((elapsed + TS_OFFSET_MARGIN) / frame) * frame if elapsed > 0 else 0.0
+        self._ts_offset = ts_offset
         if segment is None:
             return slate_argv(self.settings.ffmpeg, ts_offset)
         list_path = self.work_dir / f"channel-{self.key}.ffconcat"
@@ -340,6 +350,7 @@ class ChannelRunner:
                 tail = " | ".join(list(proc.stderr_tail)[-3:])
             finally:
                 self.process = None
+                self._ts_floor = self._ts_offset + (self.clock() - (self.spawned_at or 0.0))
                 await spawning.__aexit__(None, None, None)
         except PoolError as exc:
             span.set_status(Status(StatusCode.ERROR, str(exc)))

@@ -24,7 +24,10 @@ class ChannelNotRunning(ExstreamError):
         super().__init__(channel)
 
     def __str__(self) -> str:
-        return f"channel {self.channel} is not running; open its stream to start it"
+        return (
+            f"channel {self.channel} has no process to restart (stopped, starting or"
+            " restarting); open its stream to start it, or try again"
+        )
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -94,8 +97,7 @@ async def restart_channel(request: Request) -> JSONResponse:
     if runner.state == ChannelState.FAILED:
         runner.reset()
         action = "reset"
-    elif runner.running:
-        runner.restart_now()
+    elif runner.running and runner.restart_now():
         action = "restarted"
     else:
         raise ChannelNotRunning(channel.number)
