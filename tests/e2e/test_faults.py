@@ -107,16 +107,19 @@ def fake_setup(tmp_path: Path, recorded_ts: Path) -> FakeSetupFactory:
     return make
 
 
+def ffmpeg_channel(tmp_path: Path, media: list[Path], **health: float) -> Path:
+    """Config of one always-on channel 1 on real ffmpeg, with fast health checks."""
+    return write_config(
+        tmp_path,
+        [{"number": 1, "name": "A", "media": [str(p) for p in media], "mode": "always_on"}],
+        health={**FAST_HEALTH, **health},
+    )
+
+
 def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    media = [str(p) for p in clips(3, 2.0)]
-    config = write_config(
-        tmp_path,
-        [{"number": 1, "name": "A", "media": media, "mode": "always_on"}],
-        health={**FAST_HEALTH, "stall_timeout": 5.0},
-    )
-    with run_server(config) as server:
+    with run_server(ffmpeg_channel(tmp_path, clips(3, 2.0), stall_timeout=5.0)) as server:
         pid = wait_for(lambda: server.channel(1)["pid"], 30, "ffmpeg to run")
         viewer = Viewer(server, 1)
         viewer.start()
@@ -139,13 +142,7 @@ def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
 def test_stopped_process_is_detected_as_a_stall_killed_and_restarted(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    media = [str(p) for p in clips(3, 2.0)]
-    config = write_config(
-        tmp_path,
-        [{"number": 1, "name": "A", "media": media, "mode": "always_on"}],
-        health=FAST_HEALTH,
-    )
-    with run_server(config) as server:
+    with run_server(ffmpeg_channel(tmp_path, clips(3, 2.0))) as server:
         pid = wait_for(lambda: server.channel(1)["pid"], 30, "ffmpeg to run")
         wait_for(lambda: server.channel(1)["state"] == "running", 30, "output")
         os.killpg(pid, signal.SIGSTOP)

@@ -22,6 +22,7 @@ from service.ffmpeg import (
     segment_argv,
     slate_argv,
 )
+from tests.polling import wait_until
 
 Clips = Callable[[int, float], list[Path]]
 SETTINGS = FfmpegSettings(width=320, height=240, fps=25, video_bitrate=500_000, gop_seconds=1.0)
@@ -206,19 +207,11 @@ def group_alive(pgid: int) -> list[psutil.Process]:
 
 
 async def wait_group_gone(pgid: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10.0
-    while group_alive(pgid):
-        assert loop.time() < deadline, f"process group {pgid} still alive"
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: not group_alive(pgid), 10.0, f"process group {pgid} to end")
 
 
 async def wait_group_size(pgid: int, size: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10.0
-    while len(group_alive(pgid)) < size:
-        assert loop.time() < deadline, "children did not start"
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: len(group_alive(pgid)) >= size, 10.0, "the children to start")
 
 
 async def test_leaving_the_context_ends_the_whole_group() -> None:
@@ -249,7 +242,7 @@ async def test_cancelled_task_still_ends_the_group() -> None:
         async with ManagedProcess(["sh", "-c", "sleep 100 & sleep 100"]) as proc:
             assert proc.pid is not None
             started.set_result(proc.pid)
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
 
     task = asyncio.create_task(run())
     pgid = await asyncio.wait_for(started, 10.0)
