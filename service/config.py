@@ -10,7 +10,7 @@ import glob
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -159,7 +159,7 @@ class _Reader:
                     path, f"unknown key (known: {', '.join(sorted(set(known) - _ENV_ONLY))})"
                 )
                 continue
-            converted = self.convert(path, value, getattr(cls(), key) if key != "number" else 0)
+            converted = self.convert(path, value, getattr(cls(), key))
             if converted is not None:
                 kwargs[key] = converted
         return cls(**kwargs)
@@ -326,7 +326,7 @@ def parse_settings(data: Mapping[str, Any], path: Path, environ: Mapping[str, st
     base = path.resolve().parent
     if not server.data_dir.is_absolute():
         try:
-            server = _replace(server, data_dir=(base / server.data_dir).resolve())
+            server = replace(server, data_dir=(base / server.data_dir).resolve())
         except (OSError, ValueError) as exc:
             reader.problem("server.data_dir", f"invalid path: {_reason(exc)}")
     channels = _read_channels(reader, data.get("channels", []), base)
@@ -347,12 +347,6 @@ def parse_settings(data: Mapping[str, Any], path: Path, environ: Mapping[str, st
         channels=channels,
         warnings=tuple(reader.warnings),
     )
-
-
-def _replace(obj: T, **changes: Any) -> T:
-    from dataclasses import replace
-
-    return replace(obj, **changes)  # type: ignore[type-var]
 
 
 def _apply_environ(
@@ -381,8 +375,8 @@ def _apply_environ(
             value = raw
         if value is not None:
             changes[key] = value
-    server = _replace(server, **changes)
-    return _replace(server, log_level=server.log_level.upper())
+    server = replace(server, **changes)
+    return replace(server, log_level=server.log_level.upper())
 
 
 def _read_channels(reader: _Reader, raw: Any, base: Path) -> tuple[ChannelConfig, ...]:

@@ -9,6 +9,7 @@ until the cool-down passes or an operator resets it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import math
@@ -332,10 +333,13 @@ class ChannelRunner:
         try:
             segment = self.playout.plan(self.wall(), self.settings.playout.segment_max)
             span.set_attribute("exstream.slate", segment is None)
-            with trace.use_span(span, end_on_exit=False):
-                spawning = self.pool.spawn(self.key, self._argv(segment))
-                proc = await spawning.__aenter__()
-            try:
+            async with contextlib.AsyncExitStack() as process_scope:
+                # Only the spawn runs in the span: it ends at the first output, the process
+                # lives on after it.
+                with trace.use_span(span, end_on_exit=False):
+                    spawning = self.pool.spawn(self.key, self._argv(segment))
+                    proc = await process_scope.enter_async_context(spawning)
+                process_scope.callback(self._process_ended)
                 self.process, self.segment, self.spawned_at = proc, segment, self.clock()
                 self.hub.discontinuity()
                 # Outside use_span here: name the parent, or the span would be a root.
@@ -348,10 +352,6 @@ class ChannelRunner:
                 produced = await self._pump(proc, segment, span, first, admission)
                 code = await proc.wait()
                 tail = " | ".join(list(proc.stderr_tail)[-3:])
-            finally:
-                self.process = None
-                self._ts_floor = self._ts_offset + (self.clock() - (self.spawned_at or 0.0))
-                await spawning.__aexit__(None, None, None)
         except PoolError as exc:
             span.set_status(Status(StatusCode.ERROR, str(exc)))
             return Crash(exc.reason, str(exc))
@@ -370,6 +370,10 @@ class ChannelRunner:
                     open_span.set_status(Status(StatusCode.ERROR, "no output"))
                     open_span.end()
         return self._verdict(code, produced, segment, tail)
+
+    def _process_ended(self) -> None:
+        self.process = None
+        self._ts_floor = self._ts_offset + (self.clock() - (self.spawned_at or 0.0))
 
     async def _pump(
         self,
