@@ -33,6 +33,7 @@ from service.media import MediaScanner, ProbeCache, log_progress
 from service.pool import ProcessFactory, ProcessPool
 from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
+from service.slate import SlateClip
 from service.types import AppState
 from telemetry.metrics import Metrics, MetricsEndpoint
 from telemetry.tracing import TRACER, http_tracing, is_enabled
@@ -197,8 +198,17 @@ async def _build(
         concurrency=settings.ffmpeg.probe_concurrency,
         progress=log_progress("channels"),
     )
+    slate = SlateClip(settings.ffmpeg)
+    slate.start()  # made in the background: nothing waits for it but a fill
+    stack.push_async_callback(slate.close)
     registry = ChannelRegistry(
-        settings, pool=pool, policy=policy, scanner=scanner, metrics=metrics, tracer=tracer
+        settings,
+        pool=pool,
+        policy=policy,
+        scanner=scanner,
+        metrics=metrics,
+        tracer=tracer,
+        slate=slate,
     )
     monitor = HealthMonitor(
         registry.runners,

@@ -23,6 +23,7 @@ from service.pool import ProcessPool
 from service.ratelimit import Clock
 from service.restart import RestartPolicy
 from service.runner import ChannelRunner, ChannelState
+from service.slate import SlateClip
 from telemetry.metrics import Metrics
 
 
@@ -53,6 +54,7 @@ class ChannelRegistry:
         tracer: Tracer | None = None,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
+        slate: SlateClip | None = None,
     ) -> None:
         self.settings = settings
         self.scanner = scanner
@@ -62,8 +64,6 @@ class ChannelRegistry:
         self.closing = False
         self._stopping: set[asyncio.Task[None]] = set()
         self.channels: dict[int, Channel] = {}
-        work_dir = settings.server.data_dir / "run"
-        work_dir.mkdir(parents=True, exist_ok=True)
         epoch = settings.playout.epoch.timestamp()
         for config in settings.channels:
             key = str(config.number)
@@ -76,7 +76,7 @@ class ChannelRegistry:
             )
             runner = ChannelRunner(
                 config, settings, hub=hub, playout=playout, pool=pool, policy=policy,
-                metrics=metrics, tracer=self.tracer, clock=clock, wall=wall, work_dir=work_dir,
+                metrics=metrics, slate=slate, tracer=self.tracer, clock=clock, wall=wall,
             )  # fmt: skip
             self.channels[config.number] = Channel(config, hub, playout, runner)
             metrics.channel_viewers.labels(channel=key).set(0)

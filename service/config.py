@@ -65,6 +65,7 @@ class StreamSettings:
     send_timeout: float = 10.0
     chunk_interval: float = 0.1
     start_timeout: float = 10.0
+    workahead: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ _CHECKS: dict[str, _Check] = {
     "max_in_flight": (lambda v: v >= 1, "must be at least 1"),
     "probe_concurrency": (lambda v: v >= 1, "must be at least 1"),
     "buffer_bytes": (lambda v: v >= 188 * 1024, "must be at least 192512 (1024 packets)"),
+    "workahead": (lambda v: 1 <= v <= 60, "must be between 1 and 60 seconds"),
     "max_rows": (lambda v: v >= 1000, "must be at least 1000"),
     "queue_size": (lambda v: v >= 1000, "must be at least 1000"),
     **{

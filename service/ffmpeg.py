@@ -1,9 +1,10 @@
 """ffmpeg command lines (pure) and the managed process that runs one.
 
-A channel's process plays a *segment*: consecutive schedule entries of one media
-signature joined by the concat demuxer and re-encoded to one H.264/AAC MPEG-TS stream,
-paced in real time. Re-encoding through one encoder keeps timestamps going forward
-across item boundaries (DESIGN.md, "Continuity across items").
+A channel runs one process per item (or piece of an item): it decodes any file ffprobe
+can read, normalises it to the channel's one format (size with letterbox or pillarbox,
+square pixels, frame rate, 48 kHz stereo) and encodes exactly the planned number of
+frames to MPEG-TS as fast as the pipe takes it. The splicer (service/splice.py) joins
+the processes' outputs into one timeline; the pacer sends it in real time.
 """
 
 from __future__ import annotations
@@ -17,76 +18,56 @@ import subprocess
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 
 from service.config import FfmpegSettings
+from service.media import MediaItem
+
+AUDIO_RATE = 48_000
+AAC_FRAME = 1024  # samples
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+CARD_COLOUR = "0x1d2733"
+
+
+def grid_frames(fps: int) -> int:
+    """Video frames whose duration is a whole number of AAC frames: an item of a
+    multiple of this many frames ends its audio and its video at the same instant."""
+    per_frame = Fraction(AUDIO_RATE, fps)
+    frames = 1
+    while (per_frame * frames) % AAC_FRAME:
+        frames += 1
+    return frames
 
 
 @dataclass(frozen=True)
-class Part:
-    """One file of a segment: play `duration` seconds of `path` from `inpoint`."""
+class ItemPlan:
+    """One process's work: `frames` video frames of `item` from `seek` seconds in."""
 
-    path: str
-    inpoint: float
-    duration: float
-    has_audio: bool = True
+    item: MediaItem
+    seek: float
+    frames: int
+    schedule_start: float  # wall-clock time the schedule gives its first frame
+    entry_end: float  # where the schedule's entry ends
 
-
-@dataclass(frozen=True)
-class Segment:
-    parts: tuple[Part, ...]
-    seek: float = 0.0  # offset into the first part where playback starts
-
-    @property
-    def duration(self) -> float:
-        return sum(p.duration for p in self.parts) - self.seek
-
-    @property
-    def has_audio(self) -> bool:
-        return self.parts[0].has_audio if self.parts else False
+    def seconds(self, fps: int) -> float:
+        return self.frames / fps
 
 
-def _quote(path: str) -> str:
-    return "'" + path.replace("'", "'\\''") + "'"
+def _card_text(title: str) -> str:
+    safe = "".join(c if c.isalnum() or c in " -_.,!?()" else " " for c in title)
+    return " ".join(safe.split())[:60] or "exstream"
 
 
-def _seekable(segment: Segment) -> Segment:
-    """The first part's inpoint moved into the seek.
-
-    The concat demuxer starts a file at the keyframe before `inpoint` and the decoder
-    keeps those frames (up to a GOP of extra video); an input -ss drops them.
-    """
-    if not segment.parts or segment.parts[0].inpoint <= 0:
-        return segment
-    first = segment.parts[0]
-    whole = Part(first.path, 0.0, first.inpoint + first.duration, first.has_audio)
-    return Segment((whole, *segment.parts[1:]), segment.seek + first.inpoint)
-
-
-def concat_list(segment: Segment) -> str:
-    lines = ["ffconcat version 1.0"]
-    for part in _seekable(segment).parts:
-        lines.append(f"file {_quote(part.path)}")
-        if part.inpoint > 0:
-            lines.append(f"inpoint {part.inpoint:.6f}")
-        lines.append(f"duration {part.duration:.6f}")
-    return "\n".join(lines) + "\n"
-
-
-def _encode_args(s: FfmpegSettings, ts_offset: float) -> list[str]:
+def _encode_args(s: FfmpegSettings) -> list[str]:
     gop = max(1, round(s.gop_seconds * s.fps))
-    video_filter = (
-        f"scale={s.width}:{s.height}:force_original_aspect_ratio=decrease,"
-        f"pad={s.width}:{s.height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={s.fps},format=yuv420p"
-    )
     return [
-        "-vf", video_filter,
-        "-af", "aresample=async=1:first_pts=0",
         "-c:v", "libx264",
         "-preset", s.preset,
         "-tune", "zerolatency",
         "-profile:v", "high",
+        "-bf", "0",
         "-g", str(gop),
         "-keyint_min", str(gop),
         "-sc_threshold", "0",
@@ -95,39 +76,77 @@ def _encode_args(s: FfmpegSettings, ts_offset: float) -> list[str]:
         "-bufsize", str(s.video_bitrate),
         "-c:a", "aac",
         "-b:a", str(s.audio_bitrate),
-        "-ar", "48000",
+        "-ar", str(AUDIO_RATE),
         "-ac", "2",
-        "-output_ts_offset", f"{ts_offset:.3f}",
         "-f", "mpegts",
+        # One AAC frame per PES: the splicer places and trims audio frame by frame.
+        "-pes_payload_size", "0",
         "-flush_packets", "1",
         "pipe:1",
     ]  # fmt: skip
 
 
-def segment_argv(
-    s: FfmpegSettings, segment: Segment, list_path: Path, ts_offset: float = 0.0
-) -> list[str]:
-    argv = [s.ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "warning"]
-    seek = _seekable(segment).seek
-    if seek > 0:
-        argv += ["-ss", f"{seek:.3f}"]
-    argv += ["-re", "-f", "concat", "-safe", "0", "-i", str(list_path)]
-    if segment.has_audio:
-        argv += ["-map", "0:v:0", "-map", "0:a:0"]
+def _picture_chain(s: FfmpegSettings) -> str:
+    return (
+        f"scale={s.width}:{s.height}:force_original_aspect_ratio=decrease,"
+        f"pad={s.width}:{s.height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={s.fps},format=yuv420p"
+    )
+
+
+def item_argv(s: FfmpegSettings, plan: ItemPlan, channel: str) -> list[str]:
+    """Decode one item, normalise it to the channel's format and encode exactly
+    `plan.frames` frames (and the same span of audio), as fast as the pipe takes it."""
+    item = plan.item
+    frames = plan.frames
+    samples = frames * AUDIO_RATE // s.fps
+    argv = [s.ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error"]
+    if plan.seek > 0:
+        argv += ["-ss", f"{plan.seek:.3f}"]
+    argv += ["-i", item.path]
+    inputs = 1
+    # A second of padding covers a container that is a little shorter than probed; a
+    # file that ends earlier than that ends its item early (the runner sees it).
+    pad = f"tpad=stop=-1:stop_mode=clone,trim=end_frame={frames}"
+    if item.video_index is not None:
+        deinterlace = "yadif=deint=interlaced," if item.interlaced else ""
+        video = f"[0:{item.video_index}]{deinterlace}{_picture_chain(s)},{pad}"
+    elif item.cover_index is not None:
+        video = f"[0:{item.cover_index}]loop=loop=-1:size=1,{_picture_chain(s)},{pad}"
     else:
-        argv += ["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]
-        argv += ["-map", "0:v:0", "-map", "1:a:0", "-shortest"]
-    return argv + _encode_args(s, ts_offset)
+        argv += ["-f", "lavfi", "-i", f"color=c={CARD_COLOUR}:s={s.width}x{s.height}:r={s.fps}"]
+        card = ""
+        if FONT.is_file():
+            size = max(12, s.height // 12)
+            card = (
+                f",drawtext=fontfile={FONT}:text='{_card_text(item.title)}':fontcolor=white"
+                f":fontsize={size}:x=(w-text_w)/2:y=(h-text_h)/2"
+            )
+        video = f"[{inputs}:v]format=yuv420p{card},trim=end_frame={frames}"
+        inputs += 1
+    if item.audio_index is not None:
+        audio = (
+            f"[0:{item.audio_index}]aresample={AUDIO_RATE}:async=1:first_pts=0,"
+            "aformat=sample_fmts=fltp:channel_layouts=stereo,"
+            f"apad,atrim=end_sample={samples}"
+        )
+    else:
+        argv += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
+        audio = f"[{inputs}:a]atrim=end_sample={samples}"
+    graph = f"{video},setpts=PTS-STARTPTS[v];{audio},asetpts=PTS-STARTPTS[a]"
+    argv += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]"]
+    argv += ["-metadata", f"exstream_channel={channel}"]
+    return argv + _encode_args(s)
 
 
-def slate_argv(s: FfmpegSettings, ts_offset: float = 0.0) -> list[str]:
-    """An offline picture with silence, for a channel with nothing to play; runs until stopped."""
+def slate_argv(s: FfmpegSettings, seconds: float) -> list[str]:
+    """A short offline clip (bars and silence) that the splicer loops as filler."""
     return [
-        s.ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "warning",
-        "-re", "-f", "lavfi", "-i", f"smptehdbars=size={s.width}x{s.height}:rate={s.fps}",
-        "-re", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo",
-        "-map", "0:v:0", "-map", "1:a:0",
-        *_encode_args(s, ts_offset),
+        s.ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"smptehdbars=size={s.width}x{s.height}:rate={s.fps}",
+        "-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo",
+        "-map", "0:v:0", "-map", "1:a:0", "-t", f"{seconds:.3f}",
+        "-metadata", "exstream_slate=1",
+        *_encode_args(s),
     ]  # fmt: skip
 
 

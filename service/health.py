@@ -40,7 +40,10 @@ class HealthSnapshot:
     supervised: bool  # the runner's task is alive
     pid: int | None  # the running process, if any
     exit_code: int | None  # set when the process ended and the runner has not moved on
-    since_output: float | None  # seconds since the current process last wrote (or started)
+    # Seconds the current process has owed whole frames (since it started, or last gave
+    # some, or the work-ahead last had room for more): not counted while the work-ahead
+    # is full, since then a healthy process waits too.
+    since_output: float | None
     stall_timeout: float
 
 
@@ -64,17 +67,13 @@ def classify(snapshot: HealthSnapshot) -> Verdict:
 
 def snapshot_of(runner: ChannelRunner, now: float, stall_timeout: float) -> HealthSnapshot:
     proc = runner.process
-    since: float | None = None
-    if proc is not None and runner.spawned_at is not None:
-        reference = max(runner.spawned_at, runner.last_output_at or runner.spawned_at)
-        since = now - reference
     return HealthSnapshot(
         channel=runner.key,
         state=runner.state,
         supervised=runner.running,
         pid=proc.pid if proc is not None and proc.returncode is None else None,
         exit_code=proc.returncode if proc is not None else None,
-        since_output=since,
+        since_output=runner.since_progress(now),
         stall_timeout=stall_timeout,
     )
 

@@ -111,7 +111,7 @@ class Hub:
             return 0
         keyframe = self._start.scan(chunk)
         if keyframe is not None:
-            self._gop = [chunk[keyframe:]]
+            self._gop = [self._start.keyframe_header, chunk[keyframe:]]
             self._gop_bytes = len(chunk) - keyframe
         elif self._gop:
             self._gop.append(chunk)
@@ -136,7 +136,7 @@ class Hub:
     def subscribe(self) -> Subscription:
         if self.closed:
             raise ViewerDropped("closed")
-        first = self._start.header + b"".join(self._gop) if self._gop else b""
+        first = b"".join(self._gop)
         sub = Subscription(self, self.head, first)
         self.subscribers.add(sub)
         return sub

@@ -22,7 +22,9 @@ from service.config import GLOB_CHARS
 MEDIA_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts"}
     | {".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp"}
+    | {".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wav", ".ac3", ".mka"}
 )
+CACHE_VERSION = 2  # bumped when MediaItem changes: older probe results are probed again
 
 
 @dataclass(frozen=True)
@@ -34,21 +36,25 @@ class MediaItem:
     audio_codec: str | None
     width: int
     height: int
+    # Absolute stream indexes in the file, as ffmpeg's `-map 0:N` takes them.
+    video_index: int | None = None  # None: audio only (a still picture is shown)
+    audio_index: int | None = None  # the default track; None: video only (silence)
+    cover_index: int | None = None  # an attached picture, for audio-only files
+    interlaced: bool = False
 
     @property
     def has_audio(self) -> bool:
         return self.audio_codec is not None
 
     @property
-    def signature(self) -> tuple[str, str | None]:
-        """Items with the same signature can share one concat-demuxer process."""
-        return (self.video_codec, self.audio_codec)
+    def has_video(self) -> bool:
+        return self.video_index is not None
 
 
 @dataclass(frozen=True)
 class Skipped:
     path: str
-    reason: str  # metric label: unreadable, no_video, timeout
+    reason: str  # metric label: unreadable, no_streams, timeout
     detail: str
 
 
@@ -82,42 +88,57 @@ def expand(patterns: Iterable[str]) -> list[Path]:
     return found
 
 
+def _dict(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _flag(stream: dict[str, object], name: str) -> bool:
+    return bool(_dict(stream.get("disposition")).get(name))
+
+
+def _index(stream: dict[str, object]) -> int | None:
+    value = stream.get("index")
+    return value if isinstance(value, int) else None
+
+
 def item_from_probe(path: str, probe: dict[str, object]) -> MediaItem | Skipped:
     streams = probe.get("streams")
     fmt = probe.get("format")
     if not isinstance(streams, list) or not isinstance(fmt, dict):
         return Skipped(path, "unreadable", "ffprobe found no streams")
-    video = next(
-        (
-            s
-            for s in streams
-            if isinstance(s, dict)
-            and s.get("codec_type") == "video"
-            and not (s.get("disposition") or {}).get("attached_pic")
-        ),
-        None,
-    )
-    audio = next(
-        (s for s in streams if isinstance(s, dict) and s.get("codec_type") == "audio"), None
-    )
-    if video is None:
-        return Skipped(path, "no_video", "no video stream")
+    all_streams = [s for s in streams if isinstance(s, dict) and _index(s) is not None]
+    videos = [s for s in all_streams if s.get("codec_type") == "video"]
+    # Cover art is a video stream of one picture: never the programme's video.
+    pictures = [s for s in videos if _flag(s, "attached_pic")]
+    moving = [s for s in videos if not _flag(s, "attached_pic")]
+    audios = [s for s in all_streams if s.get("codec_type") == "audio"]
+    video = next(iter(moving), None)
+    audio = next((s for s in audios if _flag(s, "default")), next(iter(audios), None))
+    if video is None and audio is None:
+        return Skipped(path, "no_streams", "no video or audio stream")
+    timed = video or audio
+    assert timed is not None
     try:
-        duration = float(fmt.get("duration") or video.get("duration") or 0)
+        duration = float(fmt.get("duration") or timed.get("duration") or 0)
     except (TypeError, ValueError):
         duration = 0.0
     if not duration > 0.5:
         return Skipped(path, "unreadable", f"unknown or too short duration ({duration:g}s)")
-    tags = fmt.get("tags") if isinstance(fmt.get("tags"), dict) else {}
-    title = str((tags or {}).get("title") or Path(path).stem)
+    tags = _dict(fmt.get("tags"))
+    title = str(tags.get("title") or Path(path).stem)
+    field_order = str((video or {}).get("field_order") or "progressive")
     return MediaItem(
         path=path,
         duration=duration,
         title=title,
-        video_codec=str(video.get("codec_name", "unknown")),
+        video_codec=str(video.get("codec_name", "unknown")) if video else "none",
         audio_codec=str(audio.get("codec_name", "unknown")) if audio else None,
-        width=int(video.get("width") or 0),
-        height=int(video.get("height") or 0),
+        width=int(str(video.get("width") or 0)) if video else 0,
+        height=int(str(video.get("height") or 0)) if video else 0,
+        video_index=_index(video) if video else None,
+        audio_index=_index(audio) if audio else None,
+        cover_index=_index(pictures[0]) if pictures and video is None else None,
+        interlaced=field_order not in ("progressive", "unknown"),
     )
 
 
@@ -127,14 +148,15 @@ class ProbeCache:
     def __init__(self, path: Path | None) -> None:
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS probe (path TEXT PRIMARY KEY, mtime_ns INTEGER,"
-            " size INTEGER, result TEXT)"
+            f"CREATE TABLE IF NOT EXISTS probe_v{CACHE_VERSION} (path TEXT PRIMARY KEY,"
+            " mtime_ns INTEGER, size INTEGER, result TEXT)"
         )
         self._db.commit()
 
     def get(self, path: str, mtime_ns: int, size: int) -> MediaItem | Skipped | None:
         row = self._db.execute(
-            "SELECT result FROM probe WHERE path = ? AND mtime_ns = ? AND size = ?",
+            f"SELECT result FROM probe_v{CACHE_VERSION}"
+            " WHERE path = ? AND mtime_ns = ? AND size = ?",
             (path, mtime_ns, size),
         ).fetchone()
         if row is None:
@@ -146,7 +168,7 @@ class ProbeCache:
     def put(self, path: str, mtime_ns: int, size: int, result: MediaItem | Skipped) -> None:
         kind = "item" if isinstance(result, MediaItem) else "skipped"
         self._db.execute(
-            "INSERT OR REPLACE INTO probe VALUES (?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO probe_v{CACHE_VERSION} VALUES (?, ?, ?, ?)",
             (path, mtime_ns, size, json.dumps({"kind": kind, **asdict(result)})),
         )
         self._db.commit()

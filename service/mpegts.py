@@ -12,21 +12,21 @@ NULL_PID = 0x1FFF
 VIDEO_STREAM_TYPES = frozenset({0x01, 0x02, 0x10, 0x1B, 0x24, 0x42, 0xEA})
 
 
-def pid(packet: bytes | memoryview) -> int:
+def pid(packet: bytes | bytearray | memoryview) -> int:
     return ((packet[1] & 0x1F) << 8) | packet[2]
 
 
-def payload_unit_start(packet: bytes | memoryview) -> bool:
+def payload_unit_start(packet: bytes | bytearray | memoryview) -> bool:
     return bool(packet[1] & 0x40)
 
 
-def random_access(packet: bytes | memoryview) -> bool:
+def random_access(packet: bytes | bytearray | memoryview) -> bool:
     """The adaptation field's random_access_indicator: ffmpeg sets it on keyframes."""
     has_adaptation = packet[3] & 0x20
     return bool(has_adaptation and packet[4] > 0 and packet[5] & 0x40)
 
 
-def payload(packet: bytes | memoryview) -> bytes:
+def payload(packet: bytes | bytearray | memoryview) -> bytes:
     control = (packet[3] >> 4) & 0x3
     if not control & 0x1:
         return b""
@@ -36,7 +36,7 @@ def payload(packet: bytes | memoryview) -> bytes:
     return bytes(packet[start:PACKET_SIZE]) if start < PACKET_SIZE else b""
 
 
-def _section(packet: bytes | memoryview) -> bytes:
+def _section(packet: bytes | bytearray | memoryview) -> bytes:
     """The PSI section carried by a packet that starts one (pointer field skipped)."""
     data = payload(packet)
     if not data or not payload_unit_start(packet):
@@ -49,7 +49,7 @@ def _section(packet: bytes | memoryview) -> bytes:
     return section[: 3 + length]
 
 
-def parse_pat(packet: bytes | memoryview) -> list[int]:
+def parse_pat(packet: bytes | bytearray | memoryview) -> list[int]:
     """PMT PIDs listed by a PAT packet (program 0, the network PID, left out)."""
     section = _section(packet)
     if len(section) < 12 or section[0] != 0x00:
@@ -62,7 +62,7 @@ def parse_pat(packet: bytes | memoryview) -> list[int]:
     return pids
 
 
-def parse_pmt(packet: bytes | memoryview) -> dict[int, int]:
+def parse_pmt(packet: bytes | bytearray | memoryview) -> dict[int, int]:
     """Elementary stream PID -> stream_type of a PMT packet."""
     section = _section(packet)
     if len(section) < 16 or section[0] != 0x02:
@@ -153,6 +153,9 @@ class StartPoint:
     # Bytes of packets on PIDs the tables announce: random bytes that happen to pass the
     # sync checks almost never land on one, so this tells real output from garbage.
     recognised: int = 0
+    # The PAT and PMT that came last before the last keyframe: a viewer who starts at
+    # that keyframe gets these first, so every table's continuity count goes on unbroken.
+    keyframe_header: bytes = b""
 
     def scan(self, data: bytes) -> int | None:
         """Offset in `data` of the last packet that starts a video keyframe, if any."""
@@ -166,6 +169,7 @@ class StartPoint:
             if packet_pid == video_pid:
                 if packet[1] & 0x40 and random_access(packet):
                     keyframe = offset
+                    self.keyframe_header = self.pat + self.pmt
             elif packet_pid == PAT_PID:
                 if payload_unit_start(packet):
                     pmt_pids = parse_pat(packet)

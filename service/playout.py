@@ -13,9 +13,8 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from service.ffmpeg import Part, Segment
+from service.ffmpeg import ItemPlan, grid_frames
 from service.media import MediaItem
 
 EPSILON = 1e-6
@@ -93,9 +92,9 @@ class Playout:
         self.ensure(now)
         return result if self.items else "empty"
 
-    def ensure(self, now: float) -> None:
+    def ensure(self, now: float, *, drop: bool = True) -> None:
         """Drop what has ended and keep at least `min_horizon` scheduled from `now`."""
-        if self.entries and self.entries[0].end <= now:
+        if drop and self.entries and self.entries[0].end <= now:
             self.entries = [e for e in self.entries if e.end > now]
         if self.items:
             self._extend(now)
@@ -166,26 +165,38 @@ class Playout:
         return [e for e in self.entries[first:] if e.start < end and e.end > start]
 
     def plan(
-        self, now: float, max_seconds: float, exists: Callable[[str], bool] | None = None
-    ) -> Segment | None:
-        """The segment a new process should play from `now`: entries of one signature."""
-        self.ensure(now)
-        exists = exists or (lambda path: Path(path).is_file())
-        parts: list[Part] = []
-        seek = 0.0
-        signature = None
-        for entry in self.between(now, math.inf):
-            if not exists(entry.item.path):
-                if parts:
-                    break
-                continue
-            if not parts:
-                signature = entry.item.signature
-                seek = max(0.0, now - entry.start) if entry.start <= now else 0.0
-            elif entry.item.signature != signature or entry.inpoint > 0:
-                # A mid-item start is only exact as the first part (see ffmpeg._seekable).
-                break
-            parts.append(Part(entry.item.path, entry.inpoint, entry.duration, entry.item.has_audio))
-            if sum(p.duration for p in parts) - seek >= max_seconds:
-                break
-        return Segment(tuple(parts), seek) if parts else None
+        self,
+        at: float,
+        *,
+        fps: int,
+        segment_max: float,
+        playable: Callable[[MediaItem, float], bool] | None = None,
+    ) -> ItemPlan | Gap:
+        """What a new process should play from schedule time `at` (the end of what the
+        channel has produced so far): the rest of the entry on air, in whole grid units
+        of frames, or a gap to fill when it cannot be played."""
+        self.ensure(at, drop=False)  # `at` runs ahead of now: keep the entry on air
+        entry = self.entry_at(at)
+        if entry is None:
+            return Gap(None if not self.items else at + 1.0)
+        grid = grid_frames(fps)
+        seek = entry.inpoint + max(0.0, at - entry.start)
+        if entry.end - at < grid / fps / 2:
+            # A sliver of the entry is left (rounding to whole frames): the next one
+            # starts now and absorbs it, so the schedule never drifts by more.
+            following = self.entry_at(entry.end)
+            if following is None:
+                return Gap(at + 1.0)
+            entry, seek = following, following.inpoint
+        if playable is not None and not playable(entry.item, at):
+            return Gap(entry.end)
+        duration = min(entry.end - at, segment_max)
+        frames = max(grid, round(duration * fps / grid) * grid)
+        return ItemPlan(entry.item, seek, frames, at, entry.end)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Nothing can be played from now until `until` (None: nothing is scheduled at all)."""
+
+    until: float | None

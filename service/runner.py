@@ -1,9 +1,14 @@
-"""One channel's life: plan a segment, get a process slot, pump bytes into the hub, repeat.
+"""One channel's life: plan an item, get a process slot, splice its output onto the
+channel's timeline, repeat; the pacer sends the timeline to the hub in real time.
 
-A segment that ends as planned (the process played its list and exited 0) is followed
-by the next one at once. Anything else (a crash, a stall the health monitor killed, a
-pool failure) goes through the restart policy; when it refuses, the channel is `failed`
-until the cool-down passes or an operator resets it.
+Items follow each other on one timeline (service/splice.py) through a work-ahead of a
+few seconds (service/timeline.py), so a handover, a restart or a late start never
+reaches a viewer. An item that ends as planned is followed by the next at once; one
+that cannot be played (ffmpeg fails on the file, or it ends early) is skipped with a
+reason and the gap is filled with the slate. A process that crashes, stalls (the
+health monitor kills it) or cannot be spawned goes through the restart policy and
+resumes where the timeline is; when the policy refuses, the channel is `failed` until
+the cool-down passes or an operator resets it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import asyncio
 import contextlib
 import contextvars
 import enum
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -29,22 +33,20 @@ from service.errors import (
     RestartBudgetExhausted,
     ServiceStopping,
 )
-from service.ffmpeg import (
-    ManagedProcess,
-    Segment,
-    code_class,
-    concat_list,
-    segment_argv,
-    slate_argv,
-)
+from service.ffmpeg import ItemPlan, ManagedProcess, code_class, item_argv
 from service.hub import Hub
-from service.playout import Playout
+from service.media import MediaItem
+from service.playout import Gap, Playout
 from service.pool import ProcessPool
 from service.ratelimit import Clock
 from service.restart import Admission, RestartPolicy
+from service.slate import SlateClip
+from service.splice import Splicer
+from service.timeline import FILL_STEP, Timeline
 from telemetry.metrics import Metrics
 
-TS_OFFSET_MARGIN = 2.0
+FAILURES_BEFORE_RESTART = 3  # items failing in a row: the process, not the media, is broken
+READ_SIZE = 256 * 1024
 
 
 class ChannelState(enum.StrEnum):
@@ -65,6 +67,15 @@ class Crash:
     link: SpanContext | None = None
 
 
+@dataclass(frozen=True)
+class ItemSkip:
+    """An item that could not play to its end: skipped, the gap filled with the slate."""
+
+    path: str
+    reason: str  # failed, no_output, ended_early
+    detail: str
+
+
 class ChannelRunner:
     def __init__(
         self,
@@ -76,10 +87,10 @@ class ChannelRunner:
         pool: ProcessPool,
         policy: RestartPolicy,
         metrics: Metrics,
+        slate: SlateClip | None = None,
         tracer: Tracer | None = None,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
-        work_dir: Path,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -89,31 +100,38 @@ class ChannelRunner:
         self.pool = pool
         self.policy = policy
         self.metrics = metrics
+        self.slate = slate
         self.tracer = tracer or trace.get_tracer("exstream")
         self.clock = clock
         self.wall = wall
-        self.work_dir = work_dir
         self.state = ChannelState.STOPPED
         self.process: ManagedProcess | None = None
-        self.segment: Segment | None = None
+        self.item: ItemPlan | None = None
         self.spawned_at: float | None = None
+        self.progress_at: float | None = None  # the process last gave whole frames
+        self.waiting_for_room = False
         self.last_output_at: float | None = None
         self.last_output_wall: float | None = None
         self.failure: str | None = None
         self.failed_at: float | None = None
         self.restarts = 0
         self.started_at: float | None = None
+        self.skips: dict[str, ItemSkip] = {}  # path -> why it does not play now
+        self.timeline = self._new_timeline()
+        self._skip_until: dict[str, float] = {}  # path -> schedule time it is skipped to
+        self._failures = 0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._stall: SpanContext | None = None
         self._switch = False
         self._reset = asyncio.Event()
         self.closed = False
-        self._ts_offset = 0.0
-        self._ts_floor = 0.0
         self._lifecycle = asyncio.Lock()  # a start waits for a stop under way, and back
         self.metrics.set_channel_state(self.key, self.state)
         self.metrics.channel_up.labels(channel=self.key).set_function(lambda: float(self.up))
+        self.metrics.channel_workahead.labels(channel=self.key).set_function(
+            lambda: self.timeline.ahead() if self.running else 0.0
+        )
 
     # --- state -------------------------------------------------------------------------
 
@@ -129,7 +147,7 @@ class ChannelRunner:
 
     @property
     def up(self) -> bool:
-        """Playing (content or slate) and output arrived within the stall timeout."""
+        """Streaming (content or slate) and output went out within the stall timeout."""
         if self.state not in (ChannelState.RUNNING, ChannelState.SLATE):
             return False
         last = self.last_output_at
@@ -143,6 +161,12 @@ class ChannelRunner:
     def pid(self) -> int | None:
         proc = self.process
         return proc.pid if proc is not None and proc.returncode is None else None
+
+    def since_progress(self, now: float) -> float | None:
+        """Seconds the live process has been expected to give frames and has not."""
+        if self.process is None or self.progress_at is None or self.waiting_for_room:
+            return None
+        return now - self.progress_at
 
     async def wait_ready(self, timeout: float) -> None:
         """Until the channel has output to give; ChannelUnavailable if it fails or times out."""
@@ -197,7 +221,6 @@ class ChannelRunner:
         self._task = None
         self.process = None
         self.last_output_at = None
-        self._ts_floor = 0.0
         self.hub.discontinuity()
         self._set_state(ChannelState.STOPPED)
 
@@ -210,13 +233,13 @@ class ChannelRunner:
         proc.signal_group(signal.SIGKILL)
 
     def content_changed(self) -> None:
-        """The playout has content: if the slate plays, switch to it."""
-        if self.process is not None and self.segment is None:
-            self._switch = True
-            self.process.signal_group(signal.SIGTERM)
+        """The media were scanned again: files that failed may play now."""
+        self.skips.clear()
+        self._skip_until.clear()
 
     def restart_now(self) -> bool:
-        """Operator restart of a running process: a planned end, outside the budget.
+        """Operator restart of a running process: a planned end, outside the budget. The
+        next process resumes where the timeline is, so viewers see nothing of it.
 
         False when there is no process to restart (the channel is starting or restarting).
         """
@@ -233,46 +256,96 @@ class ChannelRunner:
 
     # --- the loop ----------------------------------------------------------------------
 
+    def _new_timeline(self) -> Timeline:
+        splicer = Splicer(self.settings.ffmpeg.fps, self.config.name)
+        return Timeline(
+            splicer, clock=self.clock, wall=self.wall, workahead=self.settings.stream.workahead
+        )
+
     async def _supervise(self) -> None:
+        self.timeline = self._new_timeline()
+        self.hub.discontinuity()
+        pacer = asyncio.create_task(self._pace(), name=f"pacer-{self.key}")
+        try:
+            await self._produce()
+        finally:
+            pacer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pacer
+
+    async def _produce(self) -> None:
         log = logger.bind(channel=self.key)
-        crash = await self._play(self._span("channel.start"), None)
+        span: Span | None = self._span("channel.start")
+        admission: Admission | None = None
         while True:
+            plan = self.playout.plan(
+                self.timeline.schedule_time(),
+                fps=self.settings.ffmpeg.fps,
+                segment_max=self.settings.playout.segment_max,
+                playable=self._playable,
+            )
+            if isinstance(plan, Gap):
+                if await self._fill(plan):
+                    if span is not None:
+                        self._started(span, None, admission)
+                        span = admission = None
+                    continue
+                error = self.slate.error if self.slate is not None else None
+                crash: Crash | None = Crash("exited", f"nothing to play and no slate: {error}")
+                if span is not None:
+                    span.set_status(Status(StatusCode.ERROR, "no slate"))
+                    span.end()
+                if admission is not None:
+                    admission.release()
+            else:
+                crash = await self._play(plan, span, admission)
+            span = admission = None
             if crash is None:
-                crash = await self._play(self._span("channel.start"), None)
                 continue
-            if crash.reason != "reset":  # a reset is a fresh start through the policy
-                self.metrics.unhealthy.labels(channel=self.key, reason=crash.reason).inc()
-                log.warning(
-                    "channel {} {}: {}", self.key, crash.reason, crash.detail, reason=crash.reason
-                )
-            links = [Link(crash.link)] if crash.link is not None else None
-            span = self._span("channel.restart", links, reason=crash.reason)
+            self.metrics.unhealthy.labels(channel=self.key, reason=crash.reason).inc()
+            log.warning(
+                "channel {} {}: {}", self.key, crash.reason, crash.detail, reason=crash.reason
+            )
+            admitted = await self._admit(crash)
+            if admitted is None:
+                span = self._span("channel.start")  # after a reset or the cool-down
+                continue
+            span, admission = admitted
+
+    async def _admit(self, crash: Crash) -> tuple[Span, Admission] | None:
+        """Through the restart policy; None when it refused and the channel failed."""
+        log = logger.bind(channel=self.key)
+        links = [Link(crash.link)] if crash.link is not None else None
+        span = self._span("channel.restart", links, reason=crash.reason)
+        if not self.timeline.started:
             self._set_state(ChannelState.RESTARTING)
-            try:
-                with trace.use_span(span, end_on_exit=False):
-                    admission = await self.policy.admit(self.key)
-            except RestartBudgetExhausted as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                span.set_attribute("exstream.outcome", "refused")
-                self.metrics.restarts.labels(channel=self.key, outcome="refused").inc()
-                self.metrics.budget_exhausted.labels(channel=self.key).inc()
-                with trace.use_span(span, end_on_exit=True):
-                    log.error("channel {} failed: {}", self.key, exc, reason="budget_exhausted")
-                if not await self._failed(str(exc)):
-                    return
-                crash = Crash("reset", "trying again after a reset or the cool-down")
-                continue
-            except BaseException:
-                span.end()
-                raise
-            self.restarts += 1
-            span.set_attribute("exstream.attempt", admission.attempt)
+        try:
             with trace.use_span(span, end_on_exit=False):
-                log.info(
-                    "restart attempt {} of channel {}", admission.attempt, self.key,
-                    attempt=admission.attempt, reason=crash.reason,
+                admission = await self.policy.admit(self.key)
+        except RestartBudgetExhausted as exc:
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            span.set_attribute("exstream.outcome", "refused")
+            self.metrics.restarts.labels(channel=self.key, outcome="refused").inc()
+            self.metrics.budget_exhausted.labels(channel=self.key).inc()
+            with trace.use_span(span, end_on_exit=True):
+                log.error(
+                    "channel {} failed: {} (last: {})", self.key, exc, crash.detail,
+                    reason="budget_exhausted",
                 )  # fmt: skip
-            crash = await self._play(span, admission)
+            if not await self._failed(f"{exc} (last: {crash.reason}: {crash.detail})"):
+                raise asyncio.CancelledError from None  # idle and on demand: stop here
+            return None
+        except BaseException:
+            span.end()
+            raise
+        self.restarts += 1
+        span.set_attribute("exstream.attempt", admission.attempt)
+        with trace.use_span(span, end_on_exit=False):
+            log.info(
+                "restart attempt {} of channel {}", admission.attempt, self.key,
+                attempt=admission.attempt, reason=crash.reason,
+            )  # fmt: skip
+        return span, admission
 
     def _span(self, name: str, links: list[Link] | None = None, **attributes: str) -> Span:
         attrs = {"exstream.channel": self.key}
@@ -290,6 +363,8 @@ class ChannelRunner:
         self._reset.clear()
         self._set_state(ChannelState.FAILED)
         self.hub.end_viewers("channel_failed")  # they would wait for bytes that never come
+        self.timeline = self._new_timeline()
+        self.hub.discontinuity()
         log = logger.bind(channel=self.key)
         try:
             async with asyncio.timeout(self.settings.health.cooldown):
@@ -300,126 +375,217 @@ class ChannelRunner:
             log.info("channel {} cool-down over", self.key)
             again = self.config.always_on
         self.policy.reset(self.key)
+        self._failures = 0
         self.failure = None
         self.failed_at = None
+        self.timeline = self._new_timeline()
         self._set_state(ChannelState.STARTING if again else ChannelState.STOPPED)
         return again
 
-    def _argv(self, segment: Segment | None) -> list[str]:
-        # Past the end of the last process's output too: its offset plus its run time.
-        elapsed = max(self.clock() - (self.started_at or self.clock()), self._ts_floor)
-        # A later process starts its timestamps past anything the last one wrote: -re
-        # paces input, so output can run a little ahead of the wall clock. Forward jumps
-        # are harmless to players; backward ones are not.
-        # Whole frames, so a decoder sees a clean gap and never two frames in one slot.
-        frame = 1 / self.settings.ffmpeg.fps
-        ts_offset = math.ceil((elapsed + TS_OFFSET_MARGIN) / frame) * frame if elapsed > 0 else 0.0
-        self._ts_offset = ts_offset
-        if segment is None:
-            return slate_argv(self.settings.ffmpeg, ts_offset)
-        list_path = self.work_dir / f"channel-{self.key}.ffconcat"
-        list_path.write_text(concat_list(segment), encoding="utf-8")
-        return segment_argv(self.settings.ffmpeg, segment, list_path, ts_offset)
+    # --- pacing and filler -------------------------------------------------------------
 
-    async def _play(self, span: Span, admission: Admission | None) -> Crash | None:
-        """Run one process to its end; None when it ended as planned, else why it crashed."""
+    async def _pace(self) -> None:
+        interval = self.settings.stream.chunk_interval
+        while True:
+            await asyncio.sleep(interval)
+            self._release()
+
+    def _release(self) -> None:
+        timeline = self.timeline
+        data, kind = timeline.due()
+        if data:
+            published = self.hub.publish(data)
+            self.last_output_at = self.clock()
+            self.last_output_wall = self.wall()
+            self.metrics.channel_output_bytes.labels(channel=self.key).inc(published)
+            self.metrics.channel_last_output.labels(channel=self.key).set(self.last_output_wall)
+            if kind == "content":
+                self._set_state(ChannelState.RUNNING)
+            elif kind == "slate":
+                self._set_state(ChannelState.SLATE)
+            elif self.state not in (ChannelState.RUNNING, ChannelState.SLATE):
+                self._set_state(ChannelState.RUNNING)
+        elif timeline.starving() and self._load_slate():
+            # Nothing is ready (a late or stalled process): the slate, not a frozen
+            # picture; the process's output resumes on its next keyframe.
+            timeline.push(timeline.splicer.fill(FILL_STEP), "filler")
+            self.metrics.channel_filler.labels(channel=self.key, reason="starved").inc(FILL_STEP)
+
+    def _load_slate(self) -> bool:
+        splicer = self.timeline.splicer
+        if not splicer.can_fill and self.slate is not None and self.slate.clip is not None:
+            splicer.load_slate(self.slate.clip)
+        return splicer.can_fill
+
+    async def _fill(self, gap: Gap) -> bool:
+        """Slate for a gap in the schedule (or no content at all); False when there is
+        no slate clip to fill with."""
+        timeline = self.timeline
+        await timeline.wait_for_room()
+        if not self._load_slate():
+            if self.slate is not None:
+                await self.slate.wait(self.settings.stream.start_timeout)
+            return self._load_slate()
+        seconds = FILL_STEP * 2
+        if gap.until is not None:
+            frame = 1 / self.settings.ffmpeg.fps
+            seconds = min(seconds, max(frame, gap.until - timeline.schedule_time()))
+        timeline.push(timeline.splicer.fill(seconds), "slate")
+        reason = "no_content" if gap.until is None else "skipped"
+        self.metrics.channel_filler.labels(channel=self.key, reason=reason).inc(seconds)
+        return True
+
+    # --- one process -------------------------------------------------------------------
+
+    def _playable(self, item: MediaItem, at: float) -> bool:
+        if item.path in self.skips and self._skip_until.get(item.path, float("inf")) > at:
+            return False
+        return Path(item.path).is_file()
+
+    def _started(self, span: Span, first: Span | None, admission: Admission | None) -> None:
+        if first is not None:
+            first.end()
+        span.set_attribute("exstream.outcome", "started")
+        span.end()
+        if admission is not None:
+            admission.release()
+            self.metrics.restarts.labels(channel=self.key, outcome="started").inc()
+
+    async def _play(
+        self, plan: ItemPlan, span: Span | None, admission: Admission | None
+    ) -> Crash | None:
+        """Run one process to its end; None when it ended as planned or its item was
+        skipped, else why it crashed."""
         self._stall = None
         self._switch = False
         first: Span | None = None
-        segment: Segment | None = None
         produced = 0
         code: int | None = None
         tail = ""
+        splicer = self.timeline.splicer
+        ended = False
         try:
-            segment = self.playout.plan(self.wall(), self.settings.playout.segment_max)
-            span.set_attribute("exstream.slate", segment is None)
+            if span is not None:
+                span.set_attribute("exstream.item", plan.item.path)
+            argv = item_argv(self.settings.ffmpeg, plan, self.key)
             async with contextlib.AsyncExitStack() as process_scope:
-                # Only the spawn runs in the span: it ends at the first output, the process
-                # lives on after it.
-                with trace.use_span(span, end_on_exit=False):
-                    spawning = self.pool.spawn(self.key, self._argv(segment))
+                with trace.use_span(span or trace.INVALID_SPAN, end_on_exit=False):
+                    spawning = self.pool.spawn(self.key, argv)
                     proc = await process_scope.enter_async_context(spawning)
                 process_scope.callback(self._process_ended)
-                self.process, self.segment, self.spawned_at = proc, segment, self.clock()
-                self.hub.discontinuity()
-                # Outside use_span here: name the parent, or the span would be a root.
-                first = self.tracer.start_span(
-                    "channel.first_output",
-                    context=trace.set_span_in_context(span),
-                    attributes={"exstream.channel": self.key},
-                )
-                first.set_attribute("process.pid", proc.pid or 0)
-                produced = await self._pump(proc, segment, span, first, admission)
+                self.process, self.item = proc, plan
+                self.spawned_at = self.progress_at = self.clock()
+                splicer.begin()
+                frames_before = splicer.frames
+                if span is not None:
+                    # Outside use_span here: name the parent, or the span would be a root.
+                    first = self.tracer.start_span(
+                        "channel.first_output",
+                        context=trace.set_span_in_context(span),
+                        attributes={"exstream.channel": self.key},
+                    )
+                    first.set_attribute("process.pid", proc.pid or 0)
+                produced = await self._pump(proc, span, first, admission)
                 code = await proc.wait()
                 tail = " | ".join(list(proc.stderr_tail)[-3:])
+                if code == 0 and self._stall is None and not self._switch:
+                    self.timeline.push(splicer.end(), "content")
+                    produced = splicer.frames - frames_before
+                    ended = True
         except PoolError as exc:
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
             return Crash(exc.reason, str(exc))
         except Exception as exc:
             # A bug or an I/O error must not kill the supervisor: it is a crash like any.
             logger.bind(channel=self.key).opt(exception=exc).error("channel {} error", self.key)
-            span.set_status(Status(StatusCode.ERROR, repr(exc)))
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, repr(exc)))
             return Crash("error", repr(exc))
         finally:
-            if admission is not None:
+            if not ended:
+                splicer.cut()
+            if admission is not None and not produced:
                 admission.release()
-                if not produced:
-                    self.metrics.restarts.labels(channel=self.key, outcome="failed").inc()
+                self.metrics.restarts.labels(channel=self.key, outcome="failed").inc()
             for open_span in (first, span) if not produced else ():
                 if open_span is not None:
                     open_span.set_status(Status(StatusCode.ERROR, "no output"))
                     open_span.end()
-        return self._verdict(code, produced, segment, tail)
+        return self._verdict(code, produced, plan, tail)
 
     def _process_ended(self) -> None:
         self.process = None
-        self._ts_floor = self._ts_offset + (self.clock() - (self.spawned_at or 0.0))
 
     async def _pump(
         self,
         proc: ManagedProcess,
-        segment: Segment | None,
-        span: Span,
-        first: Span,
+        span: Span | None,
+        first: Span | None,
         admission: Admission | None,
     ) -> int:
-        interval = self.settings.stream.chunk_interval
+        """Splice the process's output onto the timeline as fast as the work-ahead
+        takes it; returns the frames it gave."""
+        timeline = self.timeline
+        splicer = timeline.splicer
         stdout = proc.stdout
-        produced = 0
-        while data := await stdout.read(4 * 1024 * 1024):
-            # Only packets of the announced streams count as output: garbage is a stall.
-            recognised = self.hub.recognised
-            published = self.hub.publish(data)
-            if published and self.hub.recognised > recognised:
-                if not produced:
-                    first.end()
-                    span.set_attribute("exstream.outcome", "started")
-                    span.end()
-                    if admission is not None:
-                        admission.release()
-                        self.metrics.restarts.labels(channel=self.key, outcome="started").inc()
-                    self._set_state(ChannelState.SLATE if segment is None else ChannelState.RUNNING)
-                produced += published
-                self.last_output_at = self.clock()
-                self.last_output_wall = self.wall()
-                self.metrics.channel_output_bytes.labels(channel=self.key).inc(published)
-                self.metrics.channel_last_output.labels(channel=self.key).set(self.last_output_wall)
-            # Let output gather: fewer, larger chunks make fan-out to many viewers cheap.
-            await asyncio.sleep(interval)
-        return produced
+        frames = 0
+        while True:
+            if not timeline.has_room():
+                self.waiting_for_room = True
+                try:
+                    await timeline.wait_for_room()
+                finally:
+                    self.waiting_for_room = False
+                    self.progress_at = self.clock()
+            data = await stdout.read(READ_SIZE)
+            if not data:
+                break
+            chunk = splicer.feed(data)
+            if chunk is None:
+                continue
+            timeline.push(chunk, "content")
+            self.progress_at = self.clock()
+            if not frames and span is not None:
+                self._started(span, first, admission)
+            frames = max(frames, splicer.source_frames, 1)
+        return max(frames, splicer.source_frames)
 
-    def _verdict(
-        self, code: int | None, produced: int, segment: Segment | None, tail: str
-    ) -> Crash | None:
+    def _verdict(self, code: int | None, produced: int, plan: ItemPlan, tail: str) -> Crash | None:
         assert code is not None
+        log = logger.bind(channel=self.key)
         self.metrics.ffmpeg_exits.labels(channel=self.key, code_class=code_class(code)).inc()
         if self._stall is not None:
             return Crash("stalled", f"no output for too long, killed (code {code})", self._stall)
         if self._switch:
-            logger.bind(channel=self.key).info("channel {} leaves the slate for content", self.key)
+            log.info("channel {} process replaced on request", self.key)
             return None
-        if code == 0 and produced and segment is not None:
-            logger.bind(channel=self.key).info("channel {} finished a segment", self.key)
+        path = plan.item.path
+        fps = self.settings.ffmpeg.fps
+        if code == 0 and produced >= plan.frames - fps:
+            self._failures = 0
             return None
-        detail = f"process exited with code {code} after {produced} bytes"
-        return Crash("exited", f"{detail}: {tail}" if tail else detail)
+        if code < 0:
+            detail = f"process killed by signal {-code} after {produced} frames"
+            return Crash("exited", f"{detail}: {tail}" if tail else detail)
+        if code == 0 and produced:
+            skip = ItemSkip(path, "ended_early", f"{produced} of {plan.frames} frames")
+            self._failures = 0
+        else:
+            reason = "failed" if code else "no_output"
+            skip = ItemSkip(path, reason, tail or f"exit code {code}, {produced} frames")
+            self._failures += 1
+        # Skipped to where the schedule's entry ends; a rescan lets it try again.
+        self.skips[path] = skip
+        self._skip_until[path] = plan.entry_end if produced else float("inf")
+        self.metrics.items_skipped.labels(channel=self.key, reason=skip.reason).inc()
+        log.warning(
+            "channel {} skips {} ({}): {}", self.key, path, skip.reason, skip.detail,
+            path=path, reason=skip.reason,
+        )  # fmt: skip
+        if self._failures >= FAILURES_BEFORE_RESTART:
+            self._failures = 0
+            return Crash(
+                "exited", f"{FAILURES_BEFORE_RESTART} items in a row failed: {skip.detail}"
+            )
+        return None

@@ -31,7 +31,9 @@ EXIT_CODE_CLASSES = ("ok", "error", "signal")
 DROP_REASONS = ("slow", "send_timeout")
 REBUILD_RESULTS = ("ok", "replaced", "empty", "error")
 ACQUIRE_FAILURES = ("exhausted", "rate_limited", "spawn_failed", "closed")
-SKIP_REASONS = ("unreadable", "no_video", "timeout")
+SKIP_REASONS = ("unreadable", "no_streams", "timeout")
+ITEM_SKIP_REASONS = ("failed", "no_output", "ended_early")
+FILLER_REASONS = ("no_content", "skipped", "starved")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -164,8 +166,27 @@ class Metrics:
         )
         self.media_skipped = Counter(
             "exstream_media_skipped_total",
-            "Media files left out by a scan, by reason (unreadable, no_video, timeout).",
+            "Media files left out by a scan, by reason (unreadable, no_streams, timeout).",
             ["reason"],
+            registry=r,
+        )
+        # The channel's timeline: work-ahead, filler and items that could not play.
+        self.channel_workahead = Gauge(
+            "exstream_channel_workahead_seconds",
+            "Seconds of the channel's stream produced ahead of the wall clock, not yet sent.",
+            ["channel"],
+            registry=r,
+        )
+        self.channel_filler = Counter(
+            "exstream_channel_filler_seconds_total",
+            "Seconds of slate put into the stream, by reason (no_content, skipped, starved).",
+            ["channel", "reason"],
+            registry=r,
+        )
+        self.items_skipped = Counter(
+            "exstream_items_skipped_total",
+            "Scheduled items that could not play to their end, by reason.",
+            ["channel", "reason"],
             registry=r,
         )
         # Logs.
@@ -219,6 +240,11 @@ class Metrics:
             self.viewer_drops.labels(channel=channel, reason=reason)
         for result in REBUILD_RESULTS:
             self.playout_rebuilds.labels(channel=channel, result=result)
+        self.channel_workahead.labels(channel=channel).set(0)
+        for reason in FILLER_REASONS:
+            self.channel_filler.labels(channel=channel, reason=reason)
+        for reason in ITEM_SKIP_REASONS:
+            self.items_skipped.labels(channel=channel, reason=reason)
 
     def set_channel_state(self, channel: str, state: str) -> None:
         for name in CHANNEL_STATES:

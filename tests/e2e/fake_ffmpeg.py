@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for ffmpeg in fault tests: plays a recorded TS file, then misbehaves on cue.
 
-It finds its channel from the concat list in its argv (channel-N.ffconcat) and reads its
+It finds its channel in its argv (`exstream_channel=N`) and reads its
 plan from $FAKE_FFMPEG_PLAN, a JSON object of channel -> comma-separated behaviours, one
 per spawn (the last repeats): ok, slowterm, stall, exit, garbage, stop. Each spawn appends a line
 "<channel> <unix time> <pid>" to $FAKE_FFMPEG_LOG.
@@ -25,7 +25,7 @@ FOREVER = 3600.0
 
 def channel_of(argv: list[str]) -> str:
     for arg in argv:
-        match = re.search(r"channel-(\d+)\.ffconcat$", arg)
+        match = re.search(r"^exstream_channel=(\d+)$", arg)
         if match:
             return match.group(1)
     return "slate"
@@ -60,6 +60,9 @@ def slow_exit(signum: int, frame: object) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if "exstream_slate=1" in sys.argv:  # the slate clip: the recording will do
+        sys.stdout.buffer.write(Path(os.environ["FAKE_FFMPEG_SOURCE"]).read_bytes())
+        return 0
     channel = channel_of(sys.argv)
     plan = json.loads(os.environ.get("FAKE_FFMPEG_PLAN", "{}")).get(channel, "ok").split(",")
     index = spawn_index(Path(os.environ["FAKE_FFMPEG_LOG"]), channel)
