@@ -36,6 +36,7 @@ class Channel:
     skipped: list[Skipped] = field(default_factory=list)
     viewers: int = 0
     idle_stop: asyncio.Task[None] | None = None
+    empty_reported: bool = False  # "nothing to play" was logged: once, not every rescan
 
     @property
     def number(self) -> int:
@@ -125,8 +126,11 @@ class ChannelRegistry:
         self.metrics.playout_horizon.labels(channel=key).set(horizon)
         self.metrics.media_items.labels(channel=key).set(len(scan.items))
         if result == "empty":
-            logger.bind(channel=key).warning("channel {} has nothing to play: slate", key)
+            if channel.playout.items or not channel.empty_reported:
+                logger.bind(channel=key).warning("channel {} has nothing to play: slate", key)
+            channel.empty_reported = True
         else:
+            channel.empty_reported = False
             channel.runner.content_changed()
         return result
 

@@ -79,7 +79,8 @@ def _encode_args(s: FfmpegSettings) -> list[str]:
         "-ar", str(AUDIO_RATE),
         "-ac", "2",
         "-f", "mpegts",
-        # One AAC frame per PES: the splicer places and trims audio frame by frame.
+        # Short PES (one AAC frame, or a few when they are tiny): the splicer places,
+        # trims and drops audio frame by frame.
         "-pes_payload_size", "0",
         "-flush_packets", "1",
         "pipe:1",
@@ -111,7 +112,13 @@ def item_argv(s: FfmpegSettings, plan: ItemPlan, channel: str) -> list[str]:
         deinterlace = "yadif=deint=interlaced," if item.interlaced else ""
         video = f"[0:{item.video_index}]{deinterlace}{_picture_chain(s)},{pad}"
     elif item.cover_index is not None:
-        video = f"[0:{item.cover_index}]loop=loop=-1:size=1,{_picture_chain(s)},{pad}"
+        # The picture again, unseeked: a seek past its one frame would drop it.
+        argv += ["-i", item.path]
+        # Looped frames are 1/90000 s apart: stamp them at the frame rate first, or the
+        # fps filter goes through thousands of pictures per frame.
+        still = f"loop=loop=-1:size=1,setpts=N/({s.fps}*TB)"
+        video = f"[{inputs}:{item.cover_index}]{still},{_picture_chain(s)},{pad}"
+        inputs += 1
     else:
         argv += ["-f", "lavfi", "-i", f"color=c={CARD_COLOUR}:s={s.width}x{s.height}:r={s.fps}"]
         card = ""
@@ -138,14 +145,18 @@ def item_argv(s: FfmpegSettings, plan: ItemPlan, channel: str) -> list[str]:
     return argv + _encode_args(s)
 
 
-def slate_argv(s: FfmpegSettings, seconds: float) -> list[str]:
-    """A short offline clip (bars and silence) that the splicer loops as filler."""
+def slate_argv(s: FfmpegSettings, seconds: float | None, channel: str | None = None) -> list[str]:
+    """The offline picture (bars and silence): a short clip the splicer loops as filler,
+    or, for `channel` when there is no clip, a process that plays it for `seconds` (None:
+    until stopped)."""
+    marker = f"exstream_channel={channel}" if channel is not None else "exstream_slate=1"
+    length = ["-t", f"{seconds:.3f}"] if seconds is not None else []
     return [
         s.ffmpeg, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error",
         "-f", "lavfi", "-i", f"smptehdbars=size={s.width}x{s.height}:rate={s.fps}",
         "-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo",
-        "-map", "0:v:0", "-map", "1:a:0", "-t", f"{seconds:.3f}",
-        "-metadata", "exstream_slate=1",
+        "-map", "0:v:0", "-map", "1:a:0", *length,
+        "-metadata", marker,
         *_encode_args(s),
     ]  # fmt: skip
 
@@ -183,14 +194,29 @@ class _Child:
 
     @classmethod
     async def spawn(cls, argv: Sequence[str], limit: int) -> _Child:
-        popen = await asyncio.to_thread(
-            subprocess.Popen,
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
+        starting = asyncio.ensure_future(
+            asyncio.to_thread(
+                subprocess.Popen,
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         )
+        try:
+            popen = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # Cancelled while the thread starts it: the process still comes; end it.
+            with contextlib.suppress(Exception):
+                started = await starting
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(started.pid, signal.SIGKILL)
+                await asyncio.to_thread(started.wait)
+                for pipe in (started.stdout, started.stderr):
+                    if pipe is not None:
+                        pipe.close()
+            raise
         loop = asyncio.get_running_loop()
         readers: list[asyncio.StreamReader] = []
         transports: list[asyncio.BaseTransport] = []
@@ -205,7 +231,11 @@ class _Child:
         except BaseException:
             for opened in transports:
                 opened.close()
-            popen.kill()
+            for pipe in (popen.stdout, popen.stderr):  # those not joined to the loop yet
+                if pipe is not None:
+                    pipe.close()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
             await asyncio.to_thread(popen.wait)
             raise
 
@@ -259,7 +289,9 @@ class ManagedProcess:
         return self._proc.stdout
 
     async def start(self) -> None:
-        self._proc = await _Child.spawn(self.argv, limit=4 * 1024 * 1024)
+        # The pipe is paused at twice this much unread: the channel's work-ahead, not
+        # this buffer, decides how far a process runs ahead.
+        self._proc = await _Child.spawn(self.argv, limit=64 * 1024)
         self._stderr_task = asyncio.create_task(self._read_stderr())
 
     async def _read_stderr(self) -> None:

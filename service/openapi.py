@@ -137,6 +137,8 @@ SCHEMAS: dict[str, Schema] = {
             "current": nullable("object"),
             "media_items": {"type": "integer"},
             "skipped_media": {"type": "array", "items": {"type": "object"}},
+            "skipped_items": {"type": "array", "items": {"type": "object"}},
+            "workahead_seconds": {"type": "number"},
             "horizon_seconds": {"type": "number"},
             "stream_url": {"type": "string"},
         },

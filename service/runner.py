@@ -33,7 +33,7 @@ from service.errors import (
     RestartBudgetExhausted,
     ServiceStopping,
 )
-from service.ffmpeg import ItemPlan, ManagedProcess, code_class, item_argv
+from service.ffmpeg import ItemPlan, ManagedProcess, code_class, item_argv, slate_argv
 from service.hub import Hub
 from service.media import MediaItem
 from service.playout import Gap, Playout
@@ -46,7 +46,8 @@ from service.timeline import FILL_STEP, Timeline
 from telemetry.metrics import Metrics
 
 FAILURES_BEFORE_RESTART = 3  # items failing in a row: the process, not the media, is broken
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024
+SLATE_WAIT = 2.0  # for the slate clip at start-up, before a slate process stands in
 
 
 class ChannelState(enum.StrEnum):
@@ -233,9 +234,13 @@ class ChannelRunner:
         proc.signal_group(signal.SIGKILL)
 
     def content_changed(self) -> None:
-        """The media were scanned again: files that failed may play now."""
+        """The media were scanned again: files that failed may play now, and a slate
+        process gives way to them."""
         self.skips.clear()
         self._skip_until.clear()
+        if self.process is not None and self.item is None:
+            self._switch = True
+            self.process.signal_group(signal.SIGTERM)
 
     def restart_now(self) -> bool:
         """Operator restart of a running process: a planned end, outside the budget. The
@@ -290,13 +295,8 @@ class ChannelRunner:
                         self._started(span, None, admission)
                         span = admission = None
                     continue
-                error = self.slate.error if self.slate is not None else None
-                crash: Crash | None = Crash("exited", f"nothing to play and no slate: {error}")
-                if span is not None:
-                    span.set_status(Status(StatusCode.ERROR, "no slate"))
-                    span.end()
-                if admission is not None:
-                    admission.release()
+                # No slate clip (making it failed): a process plays the slate instead.
+                crash = await self._play(plan, span, admission)
             else:
                 crash = await self._play(plan, span, admission)
             span = admission = None
@@ -410,6 +410,9 @@ class ChannelRunner:
             # picture; the process's output resumes on its next keyframe.
             timeline.push(timeline.splicer.fill(FILL_STEP), "filler")
             self.metrics.channel_filler.labels(channel=self.key, reason="starved").inc(FILL_STEP)
+            logger.bind(channel=self.key).debug(
+                "channel {} has nothing ready: {:g}s of slate", self.key, FILL_STEP
+            )
 
     def _load_slate(self) -> bool:
         splicer = self.timeline.splicer
@@ -423,9 +426,10 @@ class ChannelRunner:
         timeline = self.timeline
         await timeline.wait_for_room()
         if not self._load_slate():
-            if self.slate is not None:
-                await self.slate.wait(self.settings.stream.start_timeout)
-            return self._load_slate()
+            if self.slate is not None:  # being made at start-up: it takes a moment
+                await self.slate.wait(min(SLATE_WAIT, self.settings.stream.start_timeout))
+            if not self._load_slate():
+                return False
         seconds = FILL_STEP * 2
         if gap.until is not None:
             frame = 1 / self.settings.ffmpeg.fps
@@ -451,8 +455,14 @@ class ChannelRunner:
             admission.release()
             self.metrics.restarts.labels(channel=self.key, outcome="started").inc()
 
+    def _argv(self, plan: ItemPlan | Gap) -> list[str]:
+        if isinstance(plan, ItemPlan):
+            return item_argv(self.settings.ffmpeg, plan, self.key)
+        seconds = None if plan.until is None else plan.until - self.timeline.schedule_time()
+        return slate_argv(self.settings.ffmpeg, seconds, self.key)
+
     async def _play(
-        self, plan: ItemPlan, span: Span | None, admission: Admission | None
+        self, plan: ItemPlan | Gap, span: Span | None, admission: Admission | None
     ) -> Crash | None:
         """Run one process to its end; None when it ended as planned or its item was
         skipped, else why it crashed."""
@@ -465,15 +475,14 @@ class ChannelRunner:
         splicer = self.timeline.splicer
         ended = False
         try:
-            if span is not None:
-                span.set_attribute("exstream.item", plan.item.path)
-            argv = item_argv(self.settings.ffmpeg, plan, self.key)
+            argv = self._argv(plan)
             async with contextlib.AsyncExitStack() as process_scope:
                 with trace.use_span(span or trace.INVALID_SPAN, end_on_exit=False):
                     spawning = self.pool.spawn(self.key, argv)
                     proc = await process_scope.enter_async_context(spawning)
                 process_scope.callback(self._process_ended)
-                self.process, self.item = proc, plan
+                self.process = proc
+                self.item = plan if isinstance(plan, ItemPlan) else None
                 self.spawned_at = self.progress_at = self.clock()
                 splicer.begin()
                 frames_before = splicer.frames
@@ -485,11 +494,12 @@ class ChannelRunner:
                         attributes={"exstream.channel": self.key},
                     )
                     first.set_attribute("process.pid", proc.pid or 0)
-                produced = await self._pump(proc, span, first, admission)
+                kind = "content" if isinstance(plan, ItemPlan) else "slate"
+                produced = await self._pump(proc, span, first, admission, kind)
                 code = await proc.wait()
                 tail = " | ".join(list(proc.stderr_tail)[-3:])
                 if code == 0 and self._stall is None and not self._switch:
-                    self.timeline.push(splicer.end(), "content")
+                    self.timeline.push(splicer.end(), kind)
                     produced = splicer.frames - frames_before
                     ended = True
         except PoolError as exc:
@@ -505,11 +515,12 @@ class ChannelRunner:
         finally:
             if not ended:
                 splicer.cut()
-            if admission is not None and not produced:
+            started = span is None or not span.is_recording()  # ended at the first output
+            if admission is not None and not started:
                 admission.release()
                 self.metrics.restarts.labels(channel=self.key, outcome="failed").inc()
-            for open_span in (first, span) if not produced else ():
-                if open_span is not None:
+            for open_span in (first, span) if not started else ():
+                if open_span is not None and open_span.is_recording():
                     open_span.set_status(Status(StatusCode.ERROR, "no output"))
                     open_span.end()
         return self._verdict(code, produced, plan, tail)
@@ -523,6 +534,7 @@ class ChannelRunner:
         span: Span | None,
         first: Span | None,
         admission: Admission | None,
+        kind: str,
     ) -> int:
         """Splice the process's output onto the timeline as fast as the work-ahead
         takes it; returns the frames it gave."""
@@ -541,17 +553,19 @@ class ChannelRunner:
             data = await stdout.read(READ_SIZE)
             if not data:
                 break
-            chunk = splicer.feed(data)
-            if chunk is None:
+            chunks = splicer.feed(data)
+            if not chunks:
                 continue
-            timeline.push(chunk, "content")
+            timeline.push(chunks, kind)
             self.progress_at = self.clock()
             if not frames and span is not None:
                 self._started(span, first, admission)
             frames = max(frames, splicer.source_frames, 1)
         return max(frames, splicer.source_frames)
 
-    def _verdict(self, code: int | None, produced: int, plan: ItemPlan, tail: str) -> Crash | None:
+    def _verdict(
+        self, code: int | None, produced: int, plan: ItemPlan | Gap, tail: str
+    ) -> Crash | None:
         assert code is not None
         log = logger.bind(channel=self.key)
         self.metrics.ffmpeg_exits.labels(channel=self.key, code_class=code_class(code)).inc()
@@ -560,6 +574,11 @@ class ChannelRunner:
         if self._switch:
             log.info("channel {} process replaced on request", self.key)
             return None
+        if not isinstance(plan, ItemPlan):
+            if code == 0 and produced:
+                return None
+            detail = f"slate process exited with code {code} after {produced} frames"
+            return Crash("exited", f"{detail}: {tail}" if tail else detail)
         path = plan.item.path
         fps = self.settings.ffmpeg.fps
         if code == 0 and produced >= plan.frames - fps:

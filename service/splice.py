@@ -20,8 +20,9 @@ viewer sees a single stream:
   clip on the same timeline; a source interrupted by a fill resumes at its next
   keyframe.
 
-Each output chunk carries its release clock (the last PCR out, in 90 kHz ticks): the
-pacer sends it to viewers when the wall clock reaches it.
+The output comes in chunks that each end with a PCR and carry it as their release
+clock (90 kHz ticks): the pacer sends each when the wall clock reaches it, so a chunk
+holds at most one PCR interval (ffmpeg writes one every other frame or so).
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def write_pcr(packet: bytearray, offset: int, value: int) -> None:
     packet[offset + 5] = ext & 0xFF
 
 
+def _clip_utf8(text: str, size: int) -> bytes:
+    """At most `size` bytes of UTF-8, never half a character."""
+    return text.encode("utf-8")[:size].decode("utf-8", "ignore").encode("utf-8")
+
+
 def _crc32_mpeg(data: bytes) -> int:
     crc = 0xFFFFFFFF
     for byte in data:
@@ -112,8 +118,8 @@ def _crc32_mpeg(data: bytes) -> int:
 
 def sdt_packet(service_name: str, provider: str, *, service_id: int = 1) -> bytearray:
     """One SDT packet (PID 0x11) naming the service: what players show as the channel."""
-    name = service_name.encode("utf-8")[:80]
-    prov = provider.encode("utf-8")[:80]
+    name = _clip_utf8(service_name, 80)
+    prov = _clip_utf8(provider, 40)
     # DVB strings in UTF-8 start with the 0x15 selector.
     name, prov = b"\x15" + name, b"\x15" + prov
     descriptor = bytes([0x48, 3 + len(prov) + len(name), 0x01, len(prov)]) + prov
@@ -177,6 +183,8 @@ class Splicer:
         self.frames = 0  # video frames out, in all
         self._source: _Source | None = None
         self._slate: _Slate | None = None
+        self._out = bytearray()  # emitted since the last PCR
+        self._chunks: list[Chunk] = []
 
     # --- the timeline ------------------------------------------------------------------
 
@@ -199,20 +207,20 @@ class Splicer:
         """A new source (a new process's output) follows; the last one must have ended."""
         self._source = _Source()
 
-    def feed(self, data: bytes) -> Chunk | None:
+    def feed(self, data: bytes) -> list[Chunk]:
         """Restamp a source's bytes; returns the whole units now ready to go out."""
         source = self._source
         if source is None:
-            return None
+            return []
         for packet in _split(source.aligner.feed(data)):
             self._take(source, packet)
         return self._flush(source)
 
-    def end(self) -> Chunk | None:
+    def end(self) -> list[Chunk]:
         """The source's output ended (EOF): its last units are whole; send them."""
         source, self._source = self._source, None
         if source is None:
-            return None
+            return []
         for pid in list(source.open):
             self._complete(source, pid)
         return self._flush(source)
@@ -283,7 +291,7 @@ class Splicer:
             return
         keyframe = random_access(packet)
         expected = source.v_expect
-        jumped = expected is not None and abs(_wrap(pts - expected)) > REANCHOR
+        jumped = expected is not None and _jumped(pts - expected, self.frame)
         if source.v_off is None or jumped:
             if not keyframe:
                 # Nothing to anchor on yet: wait for a frame a decoder can start from.
@@ -325,7 +333,7 @@ class Splicer:
             unit.packets = []
             return
         expect = source.a_expect
-        if source.a_off is not None and expect is not None and abs(_wrap(raw - expect)) > REANCHOR:
+        if source.a_off is not None and expect is not None and _jumped(raw - expect, AUDIO_FRAME):
             source.a_off = None  # a jump inside the source: place it afresh
         skip = 0
         if source.a_off is None:
@@ -336,6 +344,9 @@ class Splicer:
             else:
                 target = source.first_pts if source.first_pts is not None else self.v_next
             candidate = raw + source.v_off
+            if candidate > target + AUDIO_FRAME:
+                # Audio starts later than what is out (after a cut): silence up to it.
+                target = self._silence_before(source, unit, target, candidate)
             if candidate > target + AUDIO_FRAME:
                 source.a_off = source.v_off  # a real gap in the source: keep its sync
             else:
@@ -359,6 +370,21 @@ class Splicer:
         else:
             _shift_pes(first, header, source.a_off)
 
+    def _silence_before(self, source: _Source, unit: _Unit, target: int, until: int) -> int:
+        """Silent frames from `target` to within a frame of `until`, sent before `unit`;
+        returns where the audio then continues."""
+        slate = self._slate
+        if slate is None:
+            return target
+        index = source.pending.index(unit)
+        silent = []
+        while target + AUDIO_FRAME // 2 < until:
+            packets = pes_packets(unit.pid, target, slate.silence)
+            silent.append(_Unit(unit.pid, packets, pts=target, complete=True))
+            target += AUDIO_FRAME
+        source.pending[index:index] = silent
+        return target
+
     def _restamp_pcr(self, source: _Source, packet: bytearray) -> None:
         offset = _pcr_offset(packet)
         if offset is None or source.v_off is None:
@@ -366,21 +392,26 @@ class Splicer:
         value = read_pcr(packet, offset) + source.v_off * 300
         write_pcr(packet, offset, value)
 
-    def _flush(self, source: _Source) -> Chunk | None:
+    def _flush(self, source: _Source) -> list[Chunk]:
         pending = source.pending
         ready = 0
         while ready < len(pending) and pending[ready].complete:
             ready += 1
-        if not ready:
-            return None
         units, source.pending = pending[:ready], pending[ready:]
-        out = bytearray()
         for unit in units:
-            out += self._emit(unit, source)
-        return Chunk(bytes(out), self.clock) if out else None
+            self._emit(unit, source)
+        return self._chunks_out()
 
-    def _emit(self, unit: _Unit, source: _Source | None) -> bytearray:
-        out = bytearray()
+    def _chunks_out(self) -> list[Chunk]:
+        """The chunks made since the last call; what follows the last PCR goes too."""
+        if self._out:
+            self._chunks.append(Chunk(bytes(self._out), self.clock))
+            self._out.clear()
+        chunks, self._chunks = self._chunks, []
+        return chunks
+
+    def _emit(self, unit: _Unit, source: _Source | None) -> None:
+        out = self._out
         is_video = source is not None and unit.pid == source.video_pid
         if is_video and unit.pts is not None:
             self.v_next = unit.pts + self.frame
@@ -392,16 +423,18 @@ class Splicer:
         for packet in unit.packets:
             offset = _pcr_offset(packet)
             if offset is not None:
-                value = max(read_pcr(packet, offset), self.pcr)
-                write_pcr(packet, offset, value)
-                self.pcr = value
+                self.pcr = max(read_pcr(packet, offset), self.pcr)
+                write_pcr(packet, offset, self.pcr)
             self._count(packet)
             out += packet
             if unit.pid == PAT_PID:
                 sdt = bytearray(self.sdt)
                 self._count(sdt)
                 out += sdt
-        return out
+            if offset is not None:
+                # A chunk ends at each PCR: the pacer sends it when that time comes.
+                self._chunks.append(Chunk(bytes(out), self.clock))
+                out.clear()
 
     def _count(self, packet: bytearray) -> None:
         packet_pid = ((packet[1] & 0x1F) << 8) | packet[2]
@@ -428,15 +461,16 @@ class Splicer:
     def can_fill(self) -> bool:
         return self._slate is not None
 
-    def fill(self, seconds: float) -> Chunk | None:
+    def fill(self, seconds: float) -> list[Chunk]:
         """Slate frames for `seconds` on the timeline, audio kept in step (silence).
 
         A source that is still open resumes at its next keyframe afterwards.
         """
         slate = self._slate
         if slate is None:
-            return None
+            return []
         source = self._source
+        flushed: list[Chunk] = []
         if source is not None:
             source.open.clear()
             source.pending = [u for u in source.pending if u.complete]
@@ -444,22 +478,18 @@ class Splicer:
             # It resumes on its next keyframe, after the slate.
             source.v_off = source.a_off = source.v_expect = source.a_expect = None
             source.v_end = source.a_end = None
-        else:
-            flushed = None
-        out = bytearray(flushed.data if flushed else b"")
         frames = max(1, round(seconds * TICKS / self.frame))
         for index in range(frames):
             if index % len(slate.video) == 0:
                 for table in slate.tables:
-                    out += self._emit(_Unit(table.pid, [bytearray(p) for p in table.packets]), None)
-            video = slate.video[index % len(slate.video)]
-            out += self._slate_video(video, slate)
+                    self._emit(_Unit(table.pid, [bytearray(p) for p in table.packets]), None)
+            self._slate_video(slate.video[index % len(slate.video)], slate)
             end = self.v_next
             while self.a_next is None or self.a_next < end - AUDIO_FRAME // 2:
-                out += self._slate_audio(slate)
-        return Chunk(bytes(out), self.clock)
+                self._slate_audio(slate)
+        return flushed + self._chunks_out()
 
-    def _slate_video(self, unit: _Unit, slate: _Slate) -> bytearray:
+    def _slate_video(self, unit: _Unit, slate: _Slate) -> None:
         assert unit.pts is not None
         shift = self.v_next - unit.pts
         packets = [bytearray(p) for p in unit.packets]
@@ -468,12 +498,12 @@ class Splicer:
             offset = _pcr_offset(packet)
             if offset is not None:
                 write_pcr(packet, offset, read_pcr(packet, offset) + shift * 300)
-        return self._emit(_Unit(slate.video_pid, packets, pts=self.v_next), slate.as_source())
+        self._emit(_Unit(slate.video_pid, packets, pts=self.v_next), slate.as_source())
 
-    def _slate_audio(self, slate: _Slate) -> bytearray:
+    def _slate_audio(self, slate: _Slate) -> None:
         target = self.a_next if self.a_next is not None else self.v_next
         packets = pes_packets(slate.audio_pid, target, slate.silence)
-        return self._emit(_Unit(slate.audio_pid, packets, pts=target), slate.as_source())
+        self._emit(_Unit(slate.audio_pid, packets, pts=target), slate.as_source())
 
 
 @dataclass
@@ -575,6 +605,13 @@ def pes_packets(pid: int, pts: int, payload: bytes, stream_id: int = 0xC0) -> li
 def _split(data: bytes) -> Iterator[bytearray]:
     for offset in range(0, len(data) - PACKET_SIZE + 1, PACKET_SIZE):
         yield bytearray(data[offset : offset + PACKET_SIZE])
+
+
+def _jumped(delta: int, step: int) -> bool:
+    """A step away from the expected timestamp that is no encoder's jitter: back by half
+    a frame or more (never allowed out), or forward by more than REANCHOR."""
+    delta = _wrap(delta)
+    return delta <= -(step // 2) or delta > REANCHOR
 
 
 def _wrap(delta: int) -> int:

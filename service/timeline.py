@@ -24,7 +24,7 @@ class Timeline:
         self.splicer = splicer
         self.clock = clock
         self.workahead = workahead
-        self.origin = clock()  # when the timeline's START is due
+        self.origin: float | None = None  # when START is due: set by the first chunk
         self.schedule_origin = wall()  # the schedule time of START
         self.queue: deque[tuple[Chunk, str]] = deque()
         self.last_clock = splicer.clock  # the clock of the last chunk queued
@@ -33,6 +33,8 @@ class Timeline:
 
     def now(self) -> int:
         """The timeline's clock now, in 90 kHz ticks."""
+        if self.origin is None:
+            return self.splicer.clock
         return START + int((self.clock() - self.origin) * TICKS)
 
     def schedule_time(self) -> float:
@@ -43,12 +45,16 @@ class Timeline:
         """Seconds produced and queued beyond the wall clock."""
         return max(0, self.last_clock - self.now()) / TICKS
 
-    def push(self, chunk: Chunk | None, kind: str) -> None:
-        """Queue a chunk; `kind` is content, slate (nothing to play) or filler (late)."""
-        if chunk is None or not chunk.data:
-            return
-        self.queue.append((chunk, kind))
-        self.last_clock = max(self.last_clock, chunk.clock)
+    def push(self, chunks: list[Chunk], kind: str) -> None:
+        """Queue chunks; `kind` is content, slate (nothing to play) or filler (late)."""
+        for chunk in chunks:
+            if self.origin is None:
+                # The first chunk is due now: however long the first process took to
+                # start, the stream is paced from its first bytes. (A new viewer gets
+                # a burst anyway: the hub starts it at the last keyframe.)
+                self.origin = self.clock() - (chunk.clock - START) / TICKS
+            self.queue.append((chunk, kind))
+            self.last_clock = max(self.last_clock, chunk.clock)
 
     def due(self) -> tuple[bytes, str | None]:
         """The chunks whose time has come, joined, and the kind of the last one."""

@@ -64,6 +64,10 @@ def channel_status(channel: Channel, base_url: str, now: float) -> dict[str, Any
         },
         "media_items": len(channel.playout.items),
         "skipped_media": [{"path": s.path, "reason": s.reason} for s in channel.skipped],
+        "skipped_items": [
+            {"path": s.path, "reason": s.reason, "detail": s.detail} for s in runner.skips.values()
+        ],
+        "workahead_seconds": round(runner.timeline.ahead(), 3) if runner.running else 0.0,
         "horizon_seconds": round(channel.playout.horizon(now), 3),
         "stream_url": f"{base_url}/stream/{channel.number}.ts",
     }

@@ -3,7 +3,8 @@
 
 It finds its channel in its argv (`exstream_channel=N`) and reads its
 plan from $FAKE_FFMPEG_PLAN, a JSON object of channel -> comma-separated behaviours, one
-per spawn (the last repeats): ok, slowterm, stall, exit, garbage, stop. Each spawn appends a line
+per spawn (the last repeats): ok, slowterm, stall, exit (code 1: the item failed),
+crash (killed by a signal), garbage, stop. Each spawn appends a line
 "<channel> <unix time> <pid>" to $FAKE_FFMPEG_LOG.
 """
 
@@ -80,6 +81,9 @@ def main() -> int:
     elif behaviour == "exit":
         play(source, 0.3)
         return 1
+    elif behaviour == "crash":
+        play(source, 0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
     elif behaviour == "garbage":
         while True:
             sys.stdout.buffer.write(os.urandom(CHUNK))

@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
 from tests.e2e.tsutil import cut_clean, decode_errors
+from tests.e2e.wire import worst_gap
 from tests.polling import wait_for
 
 FAST_HEALTH = {
@@ -116,15 +117,33 @@ def ffmpeg_channel(tmp_path: Path, media: list[Path], **health: float) -> Path:
     )
 
 
+def signal_process(server: Server, number: int, signum: int) -> int:
+    """Send `signum` to the channel's current process group; its pid. Items follow one
+    another, so the process read from the API may have just ended: read again."""
+
+    def send() -> int | None:
+        pid: int | None = server.channel(number)["pid"]
+        if pid is None:
+            return None
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    result: int = wait_for(send, 30, f"a process of channel {number} to signal")
+    return result
+
+
 def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    with run_server(ffmpeg_channel(tmp_path, clips(3, 2.0), stall_timeout=5.0)) as server:
-        pid = wait_for(lambda: server.channel(1)["pid"], 30, "ffmpeg to run")
+    # Long items: the process lives on while the work-ahead holds its output.
+    with run_server(ffmpeg_channel(tmp_path, clips(2, 30.0), stall_timeout=5.0)) as server:
         viewer = Viewer(server, 1)
         viewer.start()
         wait_for(lambda: viewer.arrivals, 10, "the viewer's first bytes")
-        os.killpg(pid, signal.SIGKILL)
+        pid = signal_process(server, 1, signal.SIGKILL)
         killed = time.monotonic()
         new_pid = wait_for(
             lambda: (p := server.channel(1)["pid"]) and p != pid and p, 20, "a new ffmpeg"
@@ -142,20 +161,25 @@ def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
 def test_stopped_process_is_detected_as_a_stall_killed_and_restarted(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    with run_server(ffmpeg_channel(tmp_path, clips(3, 2.0))) as server:
-        pid = wait_for(lambda: server.channel(1)["pid"], 30, "ffmpeg to run")
+    with run_server(ffmpeg_channel(tmp_path, clips(2, 30.0))) as server:
         wait_for(lambda: server.channel(1)["state"] == "running", 30, "output")
-        os.killpg(pid, signal.SIGSTOP)
+        viewer = Viewer(server, 1)
+        viewer.start()
+        wait_for(lambda: viewer.arrivals, 10, "the viewer's first bytes")
+        pid = signal_process(server, 1, signal.SIGSTOP)
         stopped = time.monotonic()
         wait_for(
             lambda: server.metric("exstream_channel_unhealthy_total", reason="stalled") == 1,
             30,
             "the stall to be seen",
         )
-        detected = time.monotonic() - stopped
-        limit = FAST_HEALTH["stall_timeout"] + FAST_HEALTH["check_interval"]
-        print(f"stall detected after {detected:.2f}s (limit {limit:g}s + polling)")
-        assert detected <= limit + 1.0
+        # The process owes frames only once what it wrote before (pipe, work-ahead) is
+        # used up; the viewer is served from that meanwhile and never waits.
+        detected = time.monotonic()
+        print(f"stall detected after {detected - stopped:.2f}s")
+        wait_for(lambda: viewer.bytes_after(detected + 1.0) > 0, 10, "data after the restart")
+        assert worst_gap(viewer.arrivals) < 0.5, worst_gap(viewer.arrivals)
+        viewer.stop.set()
         wait_for(lambda: not psutil.pid_exists(pid) or _zombie(pid), 10, "the old group killed")
         wait_for(lambda: server.channel(1)["state"] == "running", 30, "running again")
         assert server.channel(1)["pid"] != pid
@@ -209,7 +233,7 @@ def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
 ) -> None:
     config, env, log = fake_setup(
         [{"number": 4, "name": "Broken", "mode": "always_on"}],
-        {"4": "exit"},
+        {"4": "crash"},
         health={**FAST_HEALTH, "max_restarts": 3},
     )
     with run_server(config, env) as server:
@@ -242,7 +266,7 @@ def test_failed_on_demand_channel_ends_its_viewers_and_stays_failed_when_idle(
 ) -> None:
     config, env, log = fake_setup(
         [{"number": 9, "name": "Flaky", "idle_grace": 0.5}],
-        {"9": "exit"},
+        {"9": "crash"},
         health={**FAST_HEALTH, "max_restarts": 2},
     )
     with run_server(config, env) as server:
@@ -359,13 +383,15 @@ def test_restart_storm_converges_within_the_spawn_rate(fake_setup: FakeSetupFact
         before = len(log.read_text().splitlines())
         for pid in pids:
             os.killpg(pid, signal.SIGKILL)
+        # Viewers would see nothing of it (the work-ahead covers the restart): wait for a
+        # new process of every channel.
         wait_for(
             lambda: all(
-                c["state"] in ("running", "failed") and c["pid"] not in pids
+                c["state"] == "failed" or (c["pid"] is not None and c["pid"] not in pids)
                 for c in states().values()
             ),
             90,
-            "every channel running or failed",
+            "every channel running a new process, or failed",
         )
         final = states()
         times = sorted(float(line.split()[1]) for line in log.read_text().splitlines()[before:])

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from service.health import HealthSnapshot, Verdict, classify
-from service.runner import ChannelState
+from service.config import ChannelConfig, Settings
+from service.ffmpeg import ManagedProcess
+from service.health import HealthSnapshot, Verdict, classify, snapshot_of
+from service.hub import Hub
+from service.playout import Playout
+from service.pool import ProcessPool
+from service.ratelimit import TokenBucket
+from service.restart import RestartPolicy
+from service.runner import ChannelRunner, ChannelState
+from telemetry.metrics import Metrics
+from tests.conftest import FakeClock
 
 HEALTHY = HealthSnapshot(
     channel="1",
@@ -43,3 +54,39 @@ def test_only_a_running_process_can_be_a_fault() -> None:
     quiet = replace(HEALTHY, pid=None, since_output=None)
     for state in ChannelState:
         assert classify(replace(quiet, state=state)) not in faults
+
+
+def make_runner(clock: FakeClock) -> ChannelRunner:
+    metrics = Metrics(CollectorRegistry())
+    return ChannelRunner(
+        ChannelConfig(number=4, name="Four"),
+        Settings(path=Path("channels.toml")),
+        hub=Hub(1024 * 188),
+        playout=Playout(0.0, 60.0),
+        pool=ProcessPool(1, TokenBucket(1.0, 1, clock=clock), metrics),
+        policy=RestartPolicy(3, 60.0, clock=clock),
+        metrics=metrics,
+        clock=clock,
+    )
+
+
+async def test_snapshot_counts_only_the_time_a_process_owes_frames(clock: FakeClock) -> None:
+    runner = make_runner(clock)
+    assert snapshot_of(runner, clock(), 15.0).since_output is None  # no process
+    async with ManagedProcess(["sleep", "100"]) as proc:
+        runner.process = proc
+        runner.progress_at = clock()
+        clock.advance(20.0)
+        snapshot = snapshot_of(runner, clock(), 15.0)
+        assert (snapshot.channel, snapshot.pid, snapshot.exit_code) == ("4", proc.pid, None)
+        assert snapshot.since_output == 20.0
+        assert snapshot.stall_timeout == 15.0
+        # The work-ahead is full: a healthy process waits too, and is not stalled.
+        runner.waiting_for_room = True
+        assert snapshot_of(runner, clock(), 15.0).since_output is None
+        runner.waiting_for_room = False
+        runner.progress_at = clock() - 2.0  # it gave frames since
+        assert snapshot_of(runner, clock(), 15.0).since_output == 2.0
+    ended = snapshot_of(runner, clock(), 15.0)
+    assert proc.returncode is not None
+    assert (ended.pid, ended.exit_code) == (None, proc.returncode)

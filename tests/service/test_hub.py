@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from service.hub import Hub, Subscription, ViewerDropped
-from service.mpegts import PACKET_SIZE, PAT_PID, StartPoint, pid, random_access
+from service.mpegts import PACKET_SIZE, PAT_PID, StartPoint, packets, pid, random_access
 from tests.service.test_mpegts import make_ts
 
 
@@ -48,7 +48,9 @@ async def test_every_viewer_gets_the_same_bytes() -> None:
     assert hub.viewers == 2
 
 
-async def test_new_viewer_starts_with_pat_pmt_and_the_gop(ts_bytes: bytes) -> None:
+async def test_new_viewer_starts_with_the_tables_before_the_keyframe_and_the_gop(
+    ts_bytes: bytes,
+) -> None:
     hub = Hub(64 * 1024 * 1024)
     published = bytearray()
     all_chunks = list(chunks(ts_bytes))
@@ -61,7 +63,11 @@ async def test_new_viewer_starts_with_pat_pmt_and_the_gop(ts_bytes: bytes) -> No
     start = StartPoint()
     keyframe = start.scan(bytes(published))
     assert keyframe is not None
-    assert first[: 2 * PACKET_SIZE] == start.header
+    # The PAT and PMT as they were last sent before the keyframe, not the latest ones.
+    before = [
+        p for p in packets(bytes(published[:keyframe])) if pid(p) in (PAT_PID, *start.pmt_pids)
+    ]
+    assert first[: 2 * PACKET_SIZE] == bytes(before[-2]) + bytes(before[-1])
     assert pid(first[:PACKET_SIZE]) == PAT_PID
     assert first[2 * PACKET_SIZE :] == bytes(published[keyframe:])
     gop_start = first[2 * PACKET_SIZE : 3 * PACKET_SIZE]
@@ -71,6 +77,44 @@ async def test_new_viewer_starts_with_pat_pmt_and_the_gop(ts_bytes: bytes) -> No
     rest = all_chunks[len(all_chunks) * 2 // 3]
     hub.publish(rest)
     assert await next_batch(sub, it) == rest
+
+
+def continuity_breaks(data: bytes) -> list[tuple[int, int, int]]:
+    """(pid, previous counter, counter) wherever a PID's continuity counter skips."""
+    last: dict[int, int] = {}
+    breaks = []
+    for packet in packets(data):
+        if not packet[3] & 0x10:  # no payload: the counter does not move
+            continue
+        counter = packet[3] & 0x0F
+        previous = last.get(pid(packet))
+        if previous is not None and counter != (previous + 1) % 16:
+            breaks.append((pid(packet), previous, counter))
+        last[pid(packet)] = counter
+    return breaks
+
+
+@pytest.mark.parametrize("joined_after", [11, 40, 83, 97, 150])
+async def test_joining_viewer_sees_continuous_counters_on_the_tables(
+    ts_bytes: bytes, joined_after: int
+) -> None:
+    hub = Hub(64 * 1024 * 1024)
+    all_chunks = list(chunks(ts_bytes, 3))
+    assert continuity_breaks(ts_bytes) == []
+    for chunk in all_chunks[:joined_after]:
+        hub.publish(chunk)
+    sub = hub.subscribe()
+    it = sub.batches()
+    received = await next_batch(sub, it)
+    for chunk in all_chunks[joined_after : joined_after + 30]:
+        hub.publish(chunk)
+        received += await next_batch(sub, it)
+    start = StartPoint()
+    start.scan(received)
+    (pmt_pid,) = start.pmt_pids
+    tables = [p for p in packets(received) if pid(p) in (PAT_PID, pmt_pid)]
+    assert len(tables) > 4  # tables in the GOP after the keyframe, and more after that
+    assert continuity_breaks(received) == []
 
 
 async def test_viewer_before_any_keyframe_gets_no_preamble() -> None:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from service.demo import make_clip
 from service.media import (
+    CACHE_VERSION,
     MediaItem,
     MediaScanner,
     ProbeCache,
@@ -62,7 +66,10 @@ async def test_scan_finds_media_recursively_and_skips_bad_files(library: Path) -
         assert item.duration == pytest.approx(1.5, abs=0.2)
         assert (item.video_codec, item.audio_codec) == ("h264", "aac")
         assert (item.width, item.height) == (320, 240)
+        assert (item.video_index, item.audio_index, item.cover_index) == (0, 1, None)
         assert item.has_audio
+        assert item.has_video
+        assert not item.interlaced
         assert item.title == Path(item.path).stem
     skipped = {Path(s.path).name: s for s in result.skipped}
     assert set(skipped) == {"random.mp4", "text.mkv", "truncated.mp4"}
@@ -154,12 +161,84 @@ async def test_video_only_clip_has_no_audio(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "silent.mp4", 1.0, size="160x120", audio=False)
     (item,) = (await MediaScanner("ffprobe", ProbeCache(None)).scan([str(clip)])).items
     assert item.audio_codec is None
+    assert item.audio_index is None
     assert not item.has_audio
-    assert item.signature == ("h264", None)
+    assert item.video_index == 0
+    assert item.has_video
 
 
-VIDEO = {"codec_type": "video", "codec_name": "h264", "width": 640, "height": 360}
-AUDIO = {"codec_type": "audio", "codec_name": "aac"}
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-nostdin", *args], check=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Files that are not plain H.264/AAC: what item_from_probe tells apart, for real."""
+    root = tmp_path_factory.mktemp("kinds")
+    sine = ("-f", "lavfi", "-i", "sine=frequency=440:duration=1")
+    ffmpeg(*sine, "-c:a", "libmp3lame", str(root / "song.mp3"))
+    ffmpeg(
+        *sine, "-f", "lavfi", "-i", "color=c=blue:s=32x32:d=1",
+        "-map", "0:a", "-map", "1:v", "-frames:v", "1", "-c:a", "aac",
+        "-c:v", "png", "-disposition:v:0", "attached_pic", str(root / "cover.m4a"),
+    )  # fmt: skip
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
+        *sine, "-f", "lavfi", "-i", "sine=frequency=880:duration=1",
+        "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-preset", "ultrafast",
+        "-c:a", "aac", "-disposition:a:0", "0", "-disposition:a:1", "default",
+        str(root / "two-tracks.mkv"),
+    )  # fmt: skip
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
+        "-vf", "setfield=tff", "-flags", "+ilme+ildct", "-c:v", "libx264",
+        "-preset", "ultrafast", "-x264opts", "tff=1", str(root / "interlaced.mkv"),
+    )  # fmt: skip
+    subtitles = root / "subtitles.srt"
+    subtitles.write_text("1\n00:00:00,500 --> 00:00:01,500\nhello\n\n", encoding="utf-8")
+    ffmpeg("-i", str(subtitles), str(root / "subtitles-only.mkv"))
+    subtitles.unlink()
+    return root
+
+
+async def test_real_files_of_every_kind(kinds: Path) -> None:
+    result = await MediaScanner("ffprobe", ProbeCache(None)).scan([str(kinds)])
+    items = {Path(i.path).name: i for i in result.items}
+    assert set(items) == {"song.mp3", "cover.m4a", "two-tracks.mkv", "interlaced.mkv"}
+    song = items["song.mp3"]
+    assert (song.video_index, song.audio_index, song.cover_index) == (None, 0, None)
+    assert (song.video_codec, song.audio_codec, song.width, song.height) == ("none", "mp3", 0, 0)
+    assert not song.has_video
+    assert song.has_audio
+    cover = items["cover.m4a"]
+    # The picture is a video stream to ffprobe: never the programme's video.
+    assert (cover.video_index, cover.audio_index, cover.cover_index) == (None, 0, 1)
+    assert not cover.has_video
+    tracks = items["two-tracks.mkv"]
+    assert (tracks.video_index, tracks.audio_index) == (0, 2)  # the default track
+    assert not tracks.interlaced
+    interlaced = items["interlaced.mkv"]
+    assert interlaced.interlaced
+    assert interlaced.audio_index is None
+    (skipped,) = result.skipped
+    assert (Path(skipped.path).name, skipped.reason) == ("subtitles-only.mkv", "no_streams")
+
+
+VIDEO = {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 640, "height": 360}
+AUDIO = {"index": 1, "codec_type": "audio", "codec_name": "aac"}
+COVER = {
+    "index": 2,
+    "codec_type": "video",
+    "codec_name": "mjpeg",
+    "width": 300,
+    "height": 300,
+    "disposition": {"attached_pic": 1},
+}
+NINE = {"duration": "9"}
+
+
+def stream(base: dict[str, object], **changes: object) -> dict[str, object]:
+    return {**base, **changes}
 
 
 @pytest.mark.parametrize(
@@ -167,15 +246,17 @@ AUDIO = {"codec_type": "audio", "codec_name": "aac"}
     [
         ({}, Skipped("p", "unreadable", "ffprobe found no streams")),
         (
-            {"streams": [AUDIO], "format": {"duration": "9"}},
-            Skipped("p", "no_video", "no video stream"),
+            {"streams": [], "format": NINE},
+            Skipped("p", "no_streams", "no video or audio stream"),
         ),
         (
-            {
-                "streams": [{**VIDEO, "disposition": {"attached_pic": 1}}, AUDIO],
-                "format": {"duration": "9"},
-            },
-            Skipped("p", "no_video", "no video stream"),
+            {"streams": [COVER, stream(AUDIO, codec_type="subtitle")], "format": NINE},
+            Skipped("p", "no_streams", "no video or audio stream"),
+        ),
+        (
+            # A stream without an index cannot be mapped: as if it were not there.
+            {"streams": [stream(VIDEO, index=None)], "format": NINE},
+            Skipped("p", "no_streams", "no video or audio stream"),
         ),
         (
             {"streams": [VIDEO], "format": {"duration": "0.2"}},
@@ -186,13 +267,73 @@ AUDIO = {"codec_type": "audio", "codec_name": "aac"}
             Skipped("p", "unreadable", "unknown or too short duration (0s)"),
         ),
         (
-            {"streams": [{**VIDEO, "duration": "12.5"}], "format": {}},
-            MediaItem("p", 12.5, "p", "h264", None, 640, 360),
+            {"streams": [stream(VIDEO, duration="12.5")], "format": {}},
+            MediaItem("p", 12.5, "p", "h264", None, 640, 360, video_index=0),
         ),
         (
             {"streams": [VIDEO, AUDIO], "format": {"duration": "30", "tags": {"title": "News"}}},
-            MediaItem("p", 30.0, "News", "h264", "aac", 640, 360),
+            MediaItem("p", 30.0, "News", "h264", "aac", 640, 360, video_index=0, audio_index=1),
         ),
+        (
+            {"streams": [stream(AUDIO, index=0, duration="7")], "format": {}},
+            MediaItem("p", 7.0, "p", "none", "aac", 0, 0, audio_index=0),
+        ),
+        (
+            {"streams": [COVER, AUDIO], "format": NINE},
+            MediaItem("p", 9.0, "p", "none", "aac", 0, 0, audio_index=1, cover_index=2),
+        ),
+        (
+            # With real video, an attached picture is only decoration.
+            {"streams": [COVER, stream(VIDEO, index=3), AUDIO], "format": NINE},
+            MediaItem("p", 9.0, "p", "h264", "aac", 640, 360, video_index=3, audio_index=1),
+        ),
+        (
+            {
+                "streams": [
+                    VIDEO,
+                    stream(AUDIO, codec_name="mp3", disposition={"default": 0}),
+                    stream(AUDIO, index=2, codec_name="ac3", disposition={"default": 1}),
+                ],
+                "format": NINE,
+            },
+            MediaItem("p", 9.0, "p", "h264", "ac3", 640, 360, video_index=0, audio_index=2),
+        ),
+        (
+            {
+                "streams": [
+                    VIDEO,
+                    stream(AUDIO, codec_name="mp3"),
+                    stream(AUDIO, index=2, codec_name="ac3"),
+                ],
+                "format": NINE,
+            },
+            MediaItem("p", 9.0, "p", "h264", "mp3", 640, 360, video_index=0, audio_index=1),
+        ),
+        (
+            {"streams": [stream(VIDEO, field_order="tt")], "format": NINE},
+            MediaItem("p", 9.0, "p", "h264", None, 640, 360, video_index=0, interlaced=True),
+        ),
+        (
+            {"streams": [stream(VIDEO, field_order="unknown")], "format": NINE},
+            MediaItem("p", 9.0, "p", "h264", None, 640, 360, video_index=0),
+        ),
+    ],
+    ids=[
+        "no-probe",
+        "no-streams",
+        "cover-and-subtitles-only",
+        "no-index",
+        "too-short",
+        "no-duration",
+        "stream-duration",
+        "video-and-audio",
+        "audio-only",
+        "audio-with-cover",
+        "video-with-cover",
+        "default-audio-track",
+        "first-audio-track",
+        "interlaced",
+        "unknown-field-order",
     ],
 )
 def test_item_from_probe(probe: dict[str, object], expected: MediaItem | Skipped) -> None:
@@ -201,8 +342,10 @@ def test_item_from_probe(probe: dict[str, object], expected: MediaItem | Skipped
 
 def test_probe_cache_round_trip() -> None:
     cache = ProbeCache(None)
-    item = MediaItem("/m/a.mp4", 3.0, "a", "h264", "aac", 2, 2)
-    skipped = Skipped("/m/b.mp4", "unreadable", "bad")
+    item = MediaItem(
+        "/m/a.mp3", 3.0, "a", "none", "mp3", 0, 0, audio_index=1, cover_index=0, interlaced=True
+    )
+    skipped = Skipped("/m/b.mp4", "no_streams", "bad")
     cache.put(item.path, 1, 10, item)
     cache.put(skipped.path, 1, 10, skipped)
     assert cache.get(item.path, 1, 10) == item
@@ -210,3 +353,24 @@ def test_probe_cache_round_trip() -> None:
     assert cache.get(item.path, 2, 10) is None  # another mtime
     assert cache.get(item.path, 1, 11) is None  # another size
     cache.close()
+
+
+def test_results_cached_by_an_older_version_are_probed_again(tmp_path: Path) -> None:
+    path = tmp_path / "probe.sqlite"
+    old = sqlite3.connect(path)
+    # What an older version cached: a MediaItem without the stream indexes.
+    result = {"kind": "item", "path": "/m/a.mp4", "duration": 3.0, "title": "a",
+              "video_codec": "h264", "audio_codec": "aac", "width": 2, "height": 2}  # fmt: skip
+    for version in range(1, CACHE_VERSION):
+        table = "probe" if version == 1 else f"probe_v{version}"
+        old.execute(f"CREATE TABLE {table} (path TEXT PRIMARY KEY, mtime_ns INTEGER,"
+                    " size INTEGER, result TEXT)")  # fmt: skip
+        old.execute(f"INSERT INTO {table} VALUES (?, 1, 10, ?)", ("/m/a.mp4", json.dumps(result)))
+    old.commit()
+    old.close()
+    cache = ProbeCache(path)
+    assert cache.get("/m/a.mp4", 1, 10) is None
+    item = MediaItem("/m/a.mp4", 3.0, "a", "h264", "aac", 2, 2, video_index=0, audio_index=1)
+    cache.put(item.path, 1, 10, item)
+    cache.close()
+    assert ProbeCache(path).get(item.path, 1, 10) == item

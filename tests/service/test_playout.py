@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.ffmpeg import ItemPlan, grid_frames
 from service.media import MediaItem
-from service.playout import EPSILON, Entry, Playout, cycle_order, entries_from
+from service.playout import EPSILON, Entry, Gap, Playout, cycle_order, entries_from
 
 EPOCH = 1_704_067_200.0  # 2024-01-01T00:00:00Z, the default epoch
 
@@ -99,7 +100,7 @@ def test_empty_library_has_no_schedule() -> None:
     assert playout.entries == []
     assert playout.horizon(EPOCH) == 0.0
     assert playout.item_at(EPOCH) is None
-    assert playout.plan(EPOCH, 3600.0, exists=lambda _: True) is None
+    assert playout.plan(EPOCH, fps=25, segment_max=3600.0) == Gap(None)
     assert list(entries_from([], EPOCH, EPOCH)) == []
 
 
@@ -238,72 +239,139 @@ def test_library_change_invariants(
     assert all(e.end - e.start > EPSILON / 2 for e in entries)
 
 
-def test_plan_starts_at_the_seek_offset_of_the_current_entry() -> None:
+def test_plan_is_the_rest_of_the_entry_on_air_in_whole_grids() -> None:
     items = library([100.0, 100.0, 100.0])
     playout = built(items, EPOCH + 130.0)
-    segment = playout.plan(EPOCH + 130.0, 1000.0, exists=lambda _: True)
-    assert segment is not None
-    assert segment.seek == pytest.approx(30.0)
-    assert segment.parts[0].path == items[1].path
-    assert segment.parts[0].inpoint == 0.0
-    assert segment.parts[0].duration == pytest.approx(100.0)
-    assert segment.duration >= 600.0 - 30.0 - 1e-6 or segment.duration >= 1000.0
+    plan = playout.plan(EPOCH + 130.0, fps=25, segment_max=3600.0)
+    # 70 s left: 1750 frames, rounded to 219 grids of 8 frames.
+    assert plan == ItemPlan(items[1], 30.0, 1752, EPOCH + 130.0, EPOCH + 200.0)
 
 
 def test_plan_is_bounded_by_segment_max() -> None:
     items = library([100.0, 100.0, 100.0])
-    playout = built(items, EPOCH + 130.0, horizon=3600.0)
-    segment = playout.plan(EPOCH + 130.0, 250.0, exists=lambda _: True)
-    assert segment is not None
-    assert segment.duration >= 250.0
-    # It stops at the first part that reaches the bound.
-    assert segment.duration - segment.parts[-1].duration < 250.0
-    assert [p.path for p in segment.parts] == [items[1].path, items[2].path, items[0].path]
+    playout = built(items, EPOCH + 130.0)
+    plan = playout.plan(EPOCH + 130.0, fps=25, segment_max=10.0)
+    assert isinstance(plan, ItemPlan)
+    assert plan.frames == 248  # 250 frames rounded to whole grids of 8
+    # The next process goes on from where this one ends, in the same entry.
+    at = EPOCH + 130.0 + plan.seconds(25)
+    following = playout.plan(at, fps=25, segment_max=10.0)
+    assert isinstance(following, ItemPlan)
+    assert following.item == items[1]
+    assert following.seek == pytest.approx(39.92)
+    assert following.schedule_start == at
 
 
-def test_plan_keeps_one_signature() -> None:
-    items = [item(0, 100.0), item(1, 100.0), item(2, 100.0, audio=None), item(3, 100.0)]
-    playout = built(items, EPOCH + 10.0)
-    segment = playout.plan(EPOCH + 10.0, 3600.0, exists=lambda _: True)
-    assert segment is not None
-    assert [p.path for p in segment.parts] == [items[0].path, items[1].path]
-    assert segment.has_audio
-    following = playout.plan(EPOCH + 200.0, 3600.0, exists=lambda _: True)
-    assert following is not None
-    assert [p.path for p in following.parts] == [items[2].path]
-    assert not following.has_audio
+@pytest.mark.parametrize(("fps", "grid"), [(25, 8), (24, 64), (30, 16)])
+def test_plan_is_at_least_one_grid(fps: int, grid: int) -> None:
+    items = library([100.0, 100.0])
+    playout = built(items, EPOCH)
+    half = grid / fps / 2
+    at = EPOCH + 100.0 - half * 1.2  # a little more than half a grid left
+    plan = playout.plan(at, fps=fps, segment_max=3600.0)
+    assert isinstance(plan, ItemPlan)
+    assert (plan.item, plan.frames, plan.entry_end) == (items[0], grid, EPOCH + 100.0)
+    assert playout.plan(EPOCH, fps=fps, segment_max=0.01) == ItemPlan(
+        items[0], 0.0, grid, EPOCH, EPOCH + 100.0
+    )
 
 
-def test_plan_skips_missing_files() -> None:
-    items = library([100.0, 100.0, 100.0, 100.0])
-    playout = built(items, EPOCH + 10.0)
-    missing = {items[0].path, items[2].path}
+def test_a_sliver_of_an_entry_is_absorbed_by_the_next() -> None:
+    items = library([100.0, 100.0, 100.0])
+    playout = built(items, EPOCH)
+    at = EPOCH + 199.9  # 0.1 s left: less than half a grid (0.16 s at 25 fps)
+    plan = playout.plan(at, fps=25, segment_max=3600.0)
+    # The next entry starts now, from its start: 100.1 s, 2502.5 frames, 313 grids.
+    assert plan == ItemPlan(items[2], 0.0, 2504, at, EPOCH + 300.0)
 
-    def exists(path: str) -> bool:
-        return path not in missing
 
-    segment = playout.plan(EPOCH + 10.0, 3600.0, exists=exists)
-    assert segment is not None
-    # The current item is missing: start with the next one, from its beginning.
-    assert segment.seek == 0.0
-    # A missing file ends the segment rather than being played over.
-    assert [p.path for p in segment.parts] == [items[1].path]
-    assert playout.plan(EPOCH + 10.0, 3600.0, exists=lambda _: False) is None
-    # The default check looks at the file system: these paths do not exist.
-    assert playout.plan(EPOCH + 10.0, 3600.0) is None
+def test_unplayable_item_is_a_gap_to_the_end_of_its_entry() -> None:
+    items = library([100.0, 100.0, 100.0])
+    playout = built(items, EPOCH)
+    asked: list[tuple[str, float]] = []
+
+    def playable(candidate: MediaItem, at: float) -> bool:
+        asked.append((candidate.path, at))
+        return candidate != items[1]
+
+    assert playout.plan(EPOCH + 130.0, fps=25, segment_max=60.0, playable=playable) == Gap(
+        EPOCH + 200.0
+    )
+    # A sliver before it: the gap is the next entry's, whose item is the one asked about.
+    assert playout.plan(EPOCH + 99.95, fps=25, segment_max=60.0, playable=playable) == Gap(
+        EPOCH + 200.0
+    )
+    assert asked == [(items[1].path, EPOCH + 130.0), (items[1].path, EPOCH + 99.95)]
+    plan = playout.plan(EPOCH + 200.0, fps=25, segment_max=60.0, playable=playable)
+    assert isinstance(plan, ItemPlan)
+    assert plan.item == items[2]
 
 
 def test_plan_of_a_joined_entry_keeps_its_inpoint() -> None:
     playout = built(library([100.0, 100.0]), EPOCH + 10.0)
     new = [item(5, 40.0), item(6, 80.0)]
     playout.rebuild(new, EPOCH + 30.0)
-    segment = playout.plan(EPOCH + 110.0, 3600.0, exists=lambda _: True)
-    assert segment is not None
-    first = segment.parts[0]
-    assert first.path == new[1].path
-    assert first.inpoint == pytest.approx(60.0)
-    assert first.duration == pytest.approx(20.0)
-    assert segment.seek == pytest.approx(10.0)
+    plan = playout.plan(EPOCH + 110.0, fps=25, segment_max=3600.0)
+    assert isinstance(plan, ItemPlan)
+    assert plan.item == new[1]
+    assert plan.seek == pytest.approx(70.0)  # joined 60 s in, and 10 s since
+    assert plan.frames == 248  # 10 s left: 250 frames in whole grids
+    assert plan.entry_end == pytest.approx(EPOCH + 120.0)
+
+
+def test_planning_ahead_keeps_the_entry_on_air() -> None:
+    items = library([100.0, 100.0, 100.0])
+    now = EPOCH + 50.0
+    playout = built(items, now, horizon=300.0)
+    plan = playout.plan(now + 260.0, fps=25, segment_max=3600.0)  # the work-ahead
+    assert isinstance(plan, ItemPlan)
+    assert plan.item == items[0]  # the loop's next cycle
+    assert playout.item_at(now) == (items[0], 50.0)  # still known: viewers watch it
+    assert playout.horizon(now + 260.0) >= 300.0
+    playout.ensure(now + 150.0)  # dropping is for the present, not for planning
+    assert playout.item_at(now) is None
+    assert playout.item_at(now + 150.0) == (items[2], 0.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    durations=st.lists(st.floats(min_value=0.05, max_value=40.0), min_size=1, max_size=6),
+    offset=st.floats(min_value=0.0, max_value=1e7),
+    fps=st.sampled_from([24, 25, 30, 50, 60]),
+    segment_max=st.sampled_from([1.0, 7.5, 3600.0]),
+)
+def test_producing_plan_after_plan_never_drifts_by_half_a_grid(
+    durations: list[float], offset: float, fps: int, segment_max: float
+) -> None:
+    """A channel plays plan after plan, each from where the last one ended: the
+    schedule's time of each plan's first frame stays within half a grid of it."""
+    items = library(durations)
+    start = EPOCH + offset
+    playout = built(items, start, horizon=60.0)
+    grid = grid_frames(fps)
+    half = grid / fps / 2
+    produced = 0
+    while produced < 120 * fps:
+        at = start + produced / fps
+        plan = playout.plan(at, fps=fps, segment_max=segment_max)
+        assert isinstance(plan, ItemPlan)
+        assert plan.schedule_start == at
+        assert plan.frames % grid == 0
+        assert plan.frames >= grid
+        entry = next(e for e in playout.entries if e.end == plan.entry_end)
+        assert plan.item == entry.item
+        scheduled = entry.start + (plan.seek - entry.inpoint)
+        assert abs(scheduled - at) <= half + 1e-6, (scheduled, at)
+        if entry == playout.entry_at(at):
+            # Never a sliver: less than half a grid left goes to the next entry.
+            assert entry.end - at >= half - 1e-6
+        assert 0.0 <= plan.seek - entry.inpoint < entry.duration
+        wanted = min(entry.end - at, segment_max)
+        if wanted >= half:
+            assert abs(plan.seconds(fps) - wanted) <= half + 1e-6
+        else:
+            assert plan.frames == grid
+        produced += plan.frames
 
 
 def test_tiny_durations_stay_contiguous_and_never_loop_for_ever() -> None:
@@ -312,14 +380,3 @@ def test_tiny_durations_stay_contiguous_and_never_loop_for_ever() -> None:
     playout = built(items, now, horizon=60.0)
     assert_contiguous(playout.entries)
     assert playout.horizon(now) >= 60.0
-
-
-def test_plan_ends_before_a_mid_item_join() -> None:
-    old = library([100.0, 100.0])
-    playout = built(old, EPOCH + 10.0)
-    playout.rebuild([item(5, 40.0), item(6, 80.0)], EPOCH + 30.0)
-    assert playout.entries[1].inpoint > 0
-    segment = playout.plan(EPOCH + 50.0, 3600.0, exists=lambda _: True)
-    assert segment is not None
-    # The joined entry starts the next segment, where its inpoint becomes an exact seek.
-    assert [p.path for p in segment.parts] == [old[0].path]

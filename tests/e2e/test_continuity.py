@@ -1,0 +1,228 @@
+"""One continuous stream from a mixed library, through every process change and heal.
+
+A real server and real ffmpeg play a library of every kind of file (tests/e2e/library.py)
+while a viewer stays connected across item changes of other formats, a `segment_max`
+boundary, an operator restart, a SIGKILL and a SIGSTOP of the process; its capture must
+pass every check on the wire (tests/e2e/wire.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Server, run_server, write_config
+from tests.e2e.library import KINDS, av_offsets, make_library, make_media
+from tests.e2e.test_faults import FAST_HEALTH, signal_process
+from tests.e2e.tsutil import cut_clean, decode_errors
+from tests.e2e.wire import WireReport, check_capture, worst_gap
+from tests.polling import wait_for
+
+FPS = 25
+ITEM_SECONDS = 3.0
+LONG_SECONDS = 7.0  # one item longer than segment_max: a process change inside it
+SEGMENT_MAX = 4.0
+MAX_GAP = 0.5
+MAX_AV_OFFSET = 0.04
+
+
+class Recorder(threading.Thread):
+    """A viewer that keeps every byte and when it came, and the channel states it saw."""
+
+    def __init__(self, server: Server, number: int) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.number = number
+        self.data = bytearray()
+        self.arrivals: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.status = 0
+
+    def run(self) -> None:
+        try:
+            with (
+                self.server.client(timeout=30) as client,
+                client.stream("GET", f"/stream/{self.number}.ts") as response,
+            ):
+                self.status = response.status_code
+                for chunk in response.iter_raw():
+                    self.data += chunk
+                    self.arrivals.append((time.monotonic(), len(chunk)))
+                    if self.stop.is_set():
+                        return
+        except BaseException as exc:
+            self.error = exc
+
+    def seconds(self) -> float:
+        arrivals = list(self.arrivals)
+        return arrivals[-1][0] - arrivals[0][0] if len(arrivals) > 1 else 0.0
+
+    def finish(self) -> bytes:
+        self.stop.set()
+        self.join(30)
+        assert not self.is_alive()
+        assert self.error is None, repr(self.error)
+        assert self.status == 200
+        return bytes(self.data)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("mixed")
+    files = make_library(root, ITEM_SECONDS)
+    (root / "long").mkdir()
+    long = make_media(KINDS[0], root / "long", LONG_SECONDS)
+    return [long, *files]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, library: list[Path]) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("continuity")
+    later = root / "later"
+    later.mkdir()
+    config = write_config(
+        root,
+        [
+            {
+                "number": 1,
+                "name": "Mixed Library",
+                "media": [str(p) for p in library],
+                "mode": "always_on",
+            },
+            {"number": 2, "name": "Later", "media": [str(later)], "idle_grace": 2.0},
+        ],
+        ffmpeg={"fps": FPS},
+        playout={"segment_max": SEGMENT_MAX, "rebuild_interval": 2.0, "min_horizon": 600},
+        health={**FAST_HEALTH, "max_restarts": 10},
+    )
+    with run_server(config) as running:
+        wait_for(lambda: running.channel(1)["state"] == "running", 60, "channel 1 running")
+        yield running
+
+
+def gaps(viewer: Recorder) -> list[str]:
+    """The longest pauses between arrivals, with when they began (wall clock), for messages."""
+    offset = time.time() - time.monotonic()
+    pairs = list(zip(viewer.arrivals, viewer.arrivals[1:], strict=False))
+    pairs.sort(key=lambda p: p[1][0] - p[0][0], reverse=True)
+    return [
+        f"{b[0] - a[0]:.2f}s after {time.strftime('%H:%M:%S', time.gmtime(a[0] + offset))}"
+        f".{int((a[0] + offset) % 1 * 1000):03d}"
+        for a, b in pairs[:3]
+    ]
+
+
+def assert_clean(data: bytes, tmp_path: Path, name: str) -> WireReport:
+    report = check_capture(data, fps=FPS)
+    assert report.problems() == [], report.problems()[:20]
+    path = tmp_path / f"{name}.ts"
+    path.write_bytes(cut_clean(data))
+    assert decode_errors(path) == ""
+    offsets = av_offsets(path)
+    assert all(abs(offset) <= MAX_AV_OFFSET for offset in offsets), offsets
+    return report
+
+
+def watch_states(server: Server, number: int, until: threading.Event) -> list[str]:
+    """The channel's states, read every 0.2 s in a thread until `until` is set."""
+    states: list[str] = []
+
+    def poll() -> None:
+        while not until.wait(0.2):
+            states.append(server.channel(number)["state"])
+
+    threading.Thread(target=poll, daemon=True).start()
+    return states
+
+
+def test_a_viewer_who_stays_sees_one_stream_through_every_change(
+    server: Server, library: list[Path], tmp_path: Path
+) -> None:
+    viewer = Recorder(server, 1)
+    viewer.start()
+    done = threading.Event()
+    states = watch_states(server, 1, done)
+    cycle = LONG_SECONDS + ITEM_SECONDS * (len(library) - 1)
+    try:
+        wait_for(lambda: viewer.seconds() > 4, 30, "the viewer to watch a while")
+        with server.client() as client:
+            response = client.post("/api/channels/1/restart")
+        assert response.status_code == 202, response.text
+        wait_for(lambda: viewer.seconds() > 9, 30, "a while after the operator restart")
+        signal_process(server, 1, signal.SIGKILL)
+        wait_for(lambda: viewer.seconds() > 15, 30, "a while after the kill")
+        stopped = signal_process(server, 1, signal.SIGSTOP)
+        wait_for(
+            lambda: server.metric("exstream_channel_unhealthy_total", channel="1", reason="stalled")
+            >= 1,
+            30,
+            f"the stopped process {stopped} to be seen as stalled",
+        )
+        # Past one whole cycle of the library: every kind of item and change was seen.
+        wait_for(lambda: viewer.seconds() > cycle + 6, cycle + 60, "a whole library cycle")
+    finally:
+        done.set()
+        data = viewer.finish()
+    (tmp_path / "capture.ts").write_bytes(data)
+    assert worst_gap(viewer.arrivals) < MAX_GAP, gaps(viewer)
+    report = assert_clean(data, tmp_path, "stayed")
+    assert report.service_name == "Mixed Library" and report.provider == "exstream"
+    assert set(states) == {"running"}, states
+    # Media time is wall time: what arrived spans as much media as wall-clock time
+    # (give or take the start-up burst and the work-ahead at the end).
+    media = report.video_frames / FPS
+    assert abs(media - viewer.seconds()) < 1.5, (media, viewer.seconds())
+    channel = server.channel(1)
+    assert channel["failure"] is None
+    assert server.metric("exstream_channel_unhealthy_total", channel="1", reason="exited") >= 1
+    assert server.metric("exstream_items_skipped_total", channel="1") == 0
+
+
+def test_a_viewer_who_joins_mid_item_gets_a_clean_start(server: Server, tmp_path: Path) -> None:
+    wait_for(lambda: (server.channel(1)["current"] or {}).get("offset_seconds", 0) > 1, 30, "mid")
+    viewer = Recorder(server, 1)
+    viewer.start()
+    wait_for(lambda: viewer.seconds() > 8, 30, "eight seconds of stream")
+    data = viewer.finish()
+    assert worst_gap(viewer.arrivals) < MAX_GAP
+    assert_clean(data, tmp_path, "joined")
+
+
+def test_a_viewer_who_joins_during_the_slate_sees_content_come_in(
+    server: Server, library: list[Path], tmp_path: Path
+) -> None:
+    viewer = Recorder(server, 2)
+    viewer.start()
+    done = threading.Event()
+    states = watch_states(server, 2, done)
+    try:
+        wait_for(lambda: viewer.seconds() > 3, 30, "the slate for a while")
+        assert server.channel(2)["state"] == "slate"
+        target = _media_dir(server, 2)
+        shutil.copy(library[1], target / library[1].name)
+        wait_for(lambda: server.channel(2)["state"] == "running", 30, "content on channel 2")
+        seen = viewer.seconds()
+        wait_for(lambda: viewer.seconds() > seen + 4, 30, "content for a while")
+    finally:
+        done.set()
+        data = viewer.finish()
+    assert worst_gap(viewer.arrivals) < MAX_GAP
+    assert_clean(data, tmp_path, "slate")
+    assert states[0] == "slate" and "running" in states, states
+
+
+def _media_dir(server: Server, number: int) -> Path:
+    config: dict[str, Any] = tomllib.loads(
+        (server.log_path.parent / "channels.toml").read_text(encoding="utf-8")
+    )
+    channel = next(c for c in config["channels"] if c["number"] == number)
+    return Path(channel["media"][0])
