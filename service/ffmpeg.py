@@ -90,7 +90,10 @@ def _encode_args(s: FfmpegSettings) -> list[str]:
 def _picture_chain(s: FfmpegSettings) -> str:
     return (
         f"scale={s.width}:{s.height}:force_original_aspect_ratio=decrease,"
-        f"pad={s.width}:{s.height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={s.fps},format=yuv420p"
+        f"pad={s.width}:{s.height}:(ow-iw)/2:(oh-ih)/2,setsar=1,"
+        # From 0, where the seek puts audio too: a first frame that comes late is
+        # repeated back to 0 instead of pulling the picture ahead of the sound.
+        f"fps={s.fps}:start_time=0,format=yuv420p"
     )
 
 
@@ -139,7 +142,7 @@ def item_argv(s: FfmpegSettings, plan: ItemPlan, channel: str) -> list[str]:
     else:
         argv += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
         audio = f"[{inputs}:a]atrim=end_sample={samples}"
-    graph = f"{video},setpts=PTS-STARTPTS[v];{audio},asetpts=PTS-STARTPTS[a]"
+    graph = f"{video}[v];{audio}[a]"
     argv += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]"]
     argv += ["-metadata", f"exstream_channel={channel}"]
     return argv + _encode_args(s)

@@ -283,6 +283,7 @@ class ChannelRunner:
         span: Span | None = self._span("channel.start")
         admission: Admission | None = None
         while True:
+            self._load_slate()  # also fills audio gaps at joins after a cut
             plan = self.playout.plan(
                 self.timeline.schedule_time(),
                 fps=self.settings.ffmpeg.fps,

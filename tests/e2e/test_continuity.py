@@ -162,8 +162,10 @@ def test_a_viewer_who_stays_sees_one_stream_through_every_change(
         wait_for(lambda: viewer.seconds() > 15, 30, "a while after the kill")
         stopped = signal_process(server, 1, signal.SIGSTOP)
         wait_for(
-            lambda: server.metric("exstream_channel_unhealthy_total", channel="1", reason="stalled")
-            >= 1,
+            lambda: (
+                server.metric("exstream_channel_unhealthy_total", channel="1", reason="stalled")
+                >= 1
+            ),
             30,
             f"the stopped process {stopped} to be seen as stalled",
         )

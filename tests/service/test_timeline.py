@@ -12,12 +12,11 @@ import pytest
 from service.config import FfmpegSettings
 from service.splice import START, TICKS, Chunk, Splicer
 from service.timeline import FILL_AFTER, Timeline
-
-BURST = 0.0  # the first chunk is due at once, no earlier
 from tests.conftest import FakeClock
 from tests.polling import wait_until
 from tests.service.test_splice import make_slate
 
+BURST = 0.0  # the first chunk is due at once, no earlier
 WALL = 1_800_000_000.0  # the schedule's time when the timeline starts
 
 
