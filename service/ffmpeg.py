@@ -29,6 +29,7 @@ AUDIO_RATE = 48_000
 AAC_FRAME = 1024  # samples
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 CARD_COLOUR = "0x1d2733"
+PAD_SECONDS = 1  # a file this much shorter than probed still fills its item; more ends it early
 
 
 def grid_frames(fps: int) -> int:
@@ -110,7 +111,7 @@ def item_argv(s: FfmpegSettings, plan: ItemPlan, channel: str) -> list[str]:
     inputs = 1
     # A second of padding covers a container that is a little shorter than probed; a
     # file that ends earlier than that ends its item early (the runner sees it).
-    pad = f"tpad=stop=-1:stop_mode=clone,trim=end_frame={frames}"
+    pad = f"tpad=stop_mode=clone:stop_duration={PAD_SECONDS},trim=end_frame={frames}"
     if item.video_index is not None:
         deinterlace = "yadif=deint=interlaced," if item.interlaced else ""
         video = f"[0:{item.video_index}]{deinterlace}{_picture_chain(s)},{pad}"
@@ -137,7 +138,7 @@ def item_argv(s: FfmpegSettings, plan: ItemPlan, channel: str) -> list[str]:
         audio = (
             f"[0:{item.audio_index}]aresample={AUDIO_RATE}:async=1:first_pts=0,"
             "aformat=sample_fmts=fltp:channel_layouts=stereo,"
-            f"apad,atrim=end_sample={samples}"
+            f"apad=pad_dur={PAD_SECONDS},atrim=end_sample={samples}"
         )
     else:
         argv += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]

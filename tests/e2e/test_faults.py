@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +16,8 @@ from typing import Any, NamedTuple
 import psutil
 import pytest
 
+from service.demo import make_clip
 from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
-from tests.e2e.tsutil import cut_clean, decode_errors
 from tests.e2e.wire import worst_gap
 from tests.polling import wait_for
 
@@ -193,16 +194,21 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_corrupt_and_missing_media_are_skipped_without_restarts(
+def test_corrupt_missing_and_truncated_media_are_skipped_without_restarts(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
     library = tmp_path / "library"
     library.mkdir()
-    good, gone = (library / "a.mp4", library / "b.mp4")
+    good, gone, cut = (library / "a.mp4", library / "b.mp4", library / "c.ts")
     source = clips(3, 2.0)
     good.write_bytes(source[0].read_bytes())
     gone.write_bytes(source[1].read_bytes())
     (library / "corrupt.mp4").write_bytes(os.urandom(50_000))
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(make_clip(tmp_path / "c.mp4", 6.0,
+         size="320x240")), "-c", "copy", "-f", "mpegts", str(cut)],
+        check=True, timeout=60,
+    )  # fmt: skip
     config = write_config(
         tmp_path,
         [{"number": 1, "name": "A", "media": [str(library)]}],
@@ -210,22 +216,37 @@ def test_corrupt_and_missing_media_are_skipped_without_restarts(
     )
     with run_server(config) as server:
         channel = server.channel(1)
-        assert channel["media_items"] == 2
+        assert channel["media_items"] == 3
         assert [s["reason"] for s in channel["skipped_media"]] == ["unreadable"]
-        gone.unlink()  # disappears after the scan: the schedule still names it
-        data = bytearray()
-        deadline = time.monotonic() + 6.0
-        with server.client() as client, client.stream("GET", "/stream/1.ts") as response:
-            for chunk in response.iter_raw():
-                data += chunk
-                if time.monotonic() > deadline:
-                    break
-        capture = tmp_path / "capture.ts"
-        capture.write_bytes(cut_clean(bytes(data)))
-        assert decode_errors(capture) == ""
+        # After the scan: one file disappears, one loses its second half.
+        gone.unlink()
+        with cut.open("r+b") as file:
+            file.truncate(cut.stat().st_size // 2 // 188 * 188)
+        viewer = Viewer(server, 1)
+        viewer.start()
+        # One whole cycle of the schedule (2 + 2 + 6 s) and a little more.
+        wait_for(
+            lambda: (
+                len(viewer.arrivals) > 1 and viewer.arrivals[-1][0] - viewer.arrivals[0][0] > 11
+            ),
+            40,
+            "a whole cycle of the schedule",
+        )
+        viewer.stop.set()
+        viewer.join(10)
+        assert viewer.error is None
+        assert worst_gap(viewer.arrivals) < 0.5
+        skipped = server.channel(1)["skipped_items"]
+        assert [(s["path"], s["reason"]) for s in skipped] == [(str(cut), "ended_early")]
+        assert server.metric("exstream_items_skipped_total", channel="1", reason="ended_early") >= 1
+        assert (
+            server.metric("exstream_channel_filler_seconds_total", channel="1", reason="skipped")
+            > 0
+        )
         assert server.channel(1)["restarts"] == 0
         assert server.metric("exstream_channel_unhealthy_total", channel="1") == 0
         assert "corrupt.mp4" in server.log()
+        assert "ended_early" in server.log()
 
 
 def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
