@@ -3,6 +3,10 @@
 The JSON files are what Grafana loads (dashboards/provisioning/); this script is how they
 are kept consistent (one datasource variable, one channel variable, a unit on every
 panel, `$__rate_interval` in every rate). tests/ops checks the files match its output.
+
+The configured work-ahead (`[stream] workahead`) is not a metric: the dashboards that show
+the work-ahead have a `workahead` text variable (default 5, the service's default) that
+the operator sets to the configured value; it is drawn as a reference line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 CH = 'channel=~"$channel"'
 SCHEMA_VERSION = 39
+WORKAHEAD_DEFAULT = "5"  # [stream] workahead's default, in seconds
 Panel = dict[str, Any]
 
 
@@ -30,7 +35,10 @@ def panel(kind: str, title: str, unit: str, targets: list[tuple[str, str]], **ex
         "title": title,
         "description": extra.pop("description", ""),
         "datasource": DS,
-        "fieldConfig": {"defaults": {"unit": unit, **extra.pop("defaults", {})}, "overrides": []},
+        "fieldConfig": {
+            "defaults": {"unit": unit, **extra.pop("defaults", {})},
+            "overrides": extra.pop("overrides", []),
+        },
         "options": extra.pop("options", {"legend": {"displayMode": "list", "placement": "bottom"}}),
         "targets": [target(e, leg, refs[i]) for i, (e, leg) in enumerate(targets)],
     }
@@ -61,6 +69,54 @@ def heatmap(title: str, expr: str, description: str) -> Panel:
     return body
 
 
+def workahead_variable() -> dict[str, Any]:
+    """The configured `[stream] workahead`, typed in by the operator: not exported."""
+    return {
+        "name": "workahead",
+        "label": "Configured work-ahead (s)",
+        "description": "[stream] workahead of this instance, in seconds (default 5): "
+        "drawn as the reference line of the work-ahead panels.",
+        "type": "textbox",
+        "query": WORKAHEAD_DEFAULT,
+        "current": {"text": WORKAHEAD_DEFAULT, "value": WORKAHEAD_DEFAULT},
+        "options": [{"selected": True, "text": WORKAHEAD_DEFAULT, "value": WORKAHEAD_DEFAULT}],
+        "hide": 0,
+    }
+
+
+def workahead_panel(title: str, description: str) -> Panel:
+    """Seconds each channel has produced ahead of the wall clock, with the configured
+    value as a reference line and the alert's zone (below 1 s) shaded."""
+    return timeseries(
+        title,
+        "s",
+        (f"exstream_channel_workahead_seconds{{{CH}}}", "{{channel}}"),
+        ("vector($workahead)", "configured"),
+        description=description,
+        defaults={
+            "min": 0,
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                    {"color": "semi-dark-red", "value": None},
+                    {"color": "transparent", "value": 1},
+                ],
+            },
+            "custom": {"thresholdsStyle": {"mode": "area"}},
+        },
+        overrides=[
+            {
+                "matcher": {"id": "byName", "options": "configured"},
+                "properties": [
+                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "text"}},
+                    {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                    {"id": "custom.lineWidth", "value": 1},
+                ],
+            }
+        ],
+    )
+
+
 def layout(panels: list[Panel], width: int = 12, height: int = 8) -> list[Panel]:
     per_row = 24 // width
     for index, p in enumerate(panels):
@@ -74,7 +130,13 @@ def layout(panels: list[Panel], width: int = 12, height: int = 8) -> list[Panel]
     return panels
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[Panel]) -> dict[str, Any]:
+def dashboard(
+    uid: str,
+    title: str,
+    description: str,
+    panels: list[Panel],
+    variables: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     return {
         "uid": uid,
         "title": title,
@@ -118,6 +180,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[Panel]) -> di
                     "sort": 3,
                     "hide": 0,
                 },
+                *(variables or []),
             ]
         },
         "panels": layout(panels),
@@ -129,7 +192,8 @@ def cascade() -> dict[str, Any]:
     return dashboard(
         "exstream-cascade",
         "exstream / Cascade",
-        "The failure cascade: stall -> unhealthy -> restart -> pool -> token bucket -> ffmpeg.",
+        "The failure cascade: stall -> unhealthy -> restart -> pool -> token bucket -> ffmpeg, "
+        "and whether the work-ahead hid it from viewers.",
         [
             timeseries(
                 "Unhealthy checks by reason",
@@ -139,7 +203,10 @@ def cascade() -> dict[str, Any]:
                     f"(increase(exstream_channel_unhealthy_total{{{CH}}}{rate}))",
                     "{{channel}} {{reason}}",
                 ),
-                description="Health checks that found a channel exited or stalled.",
+                description="Process ends that went through the restart policy: exited "
+                "(crashed, or three items in a row could not play), stalled (killed by the "
+                "health monitor), spawn or pool failures. Skipped items, item changes and "
+                "operator restarts are not counted.",
             ),
             timeseries(
                 "Restarts by outcome",
@@ -148,6 +215,26 @@ def cascade() -> dict[str, Any]:
                     f"sum by (outcome) (increase(exstream_channel_restarts_total{{{CH}}}{rate}))",
                     "{{outcome}}",
                 ),
+            ),
+            workahead_panel(
+                "Work-ahead during restarts",
+                "Seconds of stream each channel has ready ahead of the wall clock. A restart "
+                "drains it; the heal is invisible to viewers while it stays above 0, and it "
+                "refills once the new process runs. The dashed line is the `workahead` "
+                "variable (set it to [stream] workahead).",
+            ),
+            timeseries(
+                "Slate viewers saw (starved)",
+                "percentunit",
+                (
+                    "sum by (channel) (rate(exstream_channel_filler_seconds_total"
+                    f'{{{CH},reason="starved"}}{rate}))',
+                    "{{channel}}",
+                ),
+                description="Share of each channel's stream that was slate because content "
+                "was late (a process slow, stalled or restarting past the work-ahead): 0 means "
+                "the restarts above never reached viewers; 100% is a whole interval of slate.",
+                defaults={"min": 0},
             ),
             timeseries(
                 "Restart budget exhaustions",
@@ -224,6 +311,7 @@ def cascade() -> dict[str, Any]:
                 ),
             ),
         ],
+        variables=[workahead_variable()],
     )
 
 
@@ -236,7 +324,7 @@ def channels() -> dict[str, Any]:
     return dashboard(
         "exstream-channels",
         "exstream / Channels",
-        "What each channel is doing: state, viewers, output, playout.",
+        "What each channel is doing: state, work-ahead, slate, viewers, output, playout.",
         [
             panel(
                 "state-timeline",
@@ -253,19 +341,60 @@ def channels() -> dict[str, Any]:
                 defaults={"mappings": [states]},
                 options={"colorMode": "background", "graphMode": "none", "textMode": "auto"},
             ),
+            workahead_panel(
+                "Work-ahead",
+                "Seconds of stream each channel has produced ahead of the wall clock and not "
+                "yet sent (0 when stopped). Healthy is near the dashed line, the `workahead` "
+                "variable (set it to [stream] workahead); draining toward 0 means viewers see "
+                "slate soon (ExstreamWorkaheadLow below 1 s, the red zone).",
+            ),
+            timeseries(
+                "Slate by reason and skipped items",
+                "percentunit",
+                (
+                    "sum by (channel, reason) "
+                    f"(rate(exstream_channel_filler_seconds_total{{{CH}}}{rate}))",
+                    "{{channel}} slate: {{reason}}",
+                ),
+                (
+                    "sum by (channel, reason) "
+                    f"(increase(exstream_items_skipped_total{{{CH}}}{rate}))",
+                    "{{channel}} item skipped: {{reason}}",
+                ),
+                description="Lines (left): seconds of slate per second of stream, by reason: "
+                "no_content (nothing to play), skipped (the slot of an item that could not "
+                "play), starved (content late: viewers saw a slow, stalled or restarting "
+                "process). Bars (right): scheduled items skipped, by reason: failed, "
+                "no_output, ended_early.",
+                defaults={"min": 0},
+                overrides=[
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "B"},
+                        "properties": [
+                            {"id": "unit", "value": "short"},
+                            {"id": "decimals", "value": 0},
+                            {"id": "custom.axisPlacement", "value": "right"},
+                            {"id": "custom.axisLabel", "value": "items skipped"},
+                            {"id": "custom.drawStyle", "value": "bars"},
+                            {"id": "custom.fillOpacity", "value": 60},
+                        ],
+                    }
+                ],
+            ),
             timeseries("Viewers", "short", (f"exstream_channel_viewers{{{CH}}}", "{{channel}}")),
             timeseries(
                 "Output bitrate",
                 "bps",
                 (f"exstream:channel_output_bitrate:rate1m{{{CH}}}", "{{channel}}"),
-                description="MPEG-TS bits per second out of each channel's ffmpeg.",
+                description="MPEG-TS bits per second each channel sends to its viewers "
+                "(content and slate, paced on the wall clock).",
             ),
             timeseries(
                 "Seconds since last output",
                 "s",
                 (f"exstream:channel_seconds_since_output{{{CH}}}", "{{channel}}"),
-                description="Grows while a channel is silent; stopped channels keep the age "
-                "of their last output.",
+                description="Grows while a channel sends nothing (slate counts as output); "
+                "stopped channels keep the age of their last output.",
             ),
             timeseries(
                 "Playout horizon",
@@ -288,6 +417,7 @@ def channels() -> dict[str, Any]:
                 (f"sum by (reason) (increase(exstream_media_skipped_total{rate}))", "skipped"),
             ),
         ],
+        variables=[workahead_variable()],
     )
 
 

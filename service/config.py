@@ -70,7 +70,7 @@ class StreamSettings:
 
 @dataclass(frozen=True)
 class HealthSettings:
-    check_interval: float = 5.0
+    check_interval: float = 1.0
     stall_timeout: float = 15.0
     max_restarts: int = 5
     restart_window: float = 300.0

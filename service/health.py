@@ -1,5 +1,9 @@
 """Health: a pure classification of channel snapshots, and the loop that acts on it.
 
+A process is stalled when it has owed frames for `stall_timeout`, or for a second
+while the channel's work-ahead has drained below half: then it is replaced while
+viewers are still served from what is left, so they never see the stall.
+
 Only a stalled process is acted on here (its group is killed, the runner restarts it
 through the policy, and the restart span links back to this check). An exited process
 is seen by its runner at once; a channel on the slate, an idle on-demand channel and a
@@ -45,6 +49,23 @@ class HealthSnapshot:
     # is full, since then a healthy process waits too.
     since_output: float | None
     stall_timeout: float
+    workahead: float = 0.0  # seconds of stream ready ahead of the viewers
+    workahead_target: float = 0.0  # the configured work-ahead
+
+
+# A process that has owed frames this long while the work-ahead drained below half its
+# target is stalled: killed now, it is replaced before viewers run out of stream.
+OWED_WHILE_DRAINING = 1.0
+
+
+def _stalled(snapshot: HealthSnapshot) -> bool:
+    since = snapshot.since_output
+    if since is None:
+        return False
+    if since > snapshot.stall_timeout:
+        return True
+    draining = snapshot.workahead < snapshot.workahead_target / 2
+    return draining and since > OWED_WHILE_DRAINING
 
 
 def classify(snapshot: HealthSnapshot) -> Verdict:
@@ -56,7 +77,7 @@ def classify(snapshot: HealthSnapshot) -> Verdict:
         return Verdict.EXITED
     if snapshot.pid is None:
         return Verdict.STARTING
-    if snapshot.since_output is not None and snapshot.since_output > snapshot.stall_timeout:
+    if _stalled(snapshot):
         return Verdict.STALLED
     if snapshot.state == ChannelState.SLATE:
         return Verdict.NO_CONTENT
@@ -75,6 +96,8 @@ def snapshot_of(runner: ChannelRunner, now: float, stall_timeout: float) -> Heal
         exit_code=proc.returncode if proc is not None else None,
         since_output=runner.since_progress(now),
         stall_timeout=stall_timeout,
+        workahead=runner.timeline.ahead() if runner.running else 0.0,
+        workahead_target=runner.settings.stream.workahead,
     )
 
 
@@ -122,10 +145,12 @@ class HealthMonitor:
             "process.pid": snapshot.pid or 0,
         }
         with self.tracer.start_as_current_span("health.check", attributes=attributes) as span:
+            since = snapshot.since_output or 0.0
+            limit = self.stall_timeout if since > self.stall_timeout else OWED_WHILE_DRAINING
             logger.bind(channel=runner.key).warning(
-                "channel {} stalled: no output for {:.1f}s (limit {:g}s), killing pid {}",
-                runner.key, snapshot.since_output or 0.0, self.stall_timeout, snapshot.pid,
-                reason="stalled",
+                "channel {} stalled: no output for {:.1f}s (limit {:g}s, work-ahead {:.1f}s),"
+                " killing pid {}",
+                runner.key, since, limit, snapshot.workahead, snapshot.pid, reason="stalled",
             )  # fmt: skip
             runner.kill_stalled(span.get_span_context())
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards.generate import DASHBOARDS, render
+from dashboards.generate import DASHBOARDS, WORKAHEAD_DEFAULT, render
+from service.config import StreamSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "dashboards"
@@ -37,12 +38,14 @@ def dashboard_targets() -> Iterator[tuple[str, str, str]]:
 
 
 def substitute(expr: str, *, channels: str, range_seconds: float) -> str:
-    """Grafana's variables as Grafana would fill them for a 1 s scrape interval."""
+    """Grafana's variables as Grafana would fill them for a 1 s scrape interval (and the
+    default of the `workahead` text variable)."""
     return (
         expr.replace("$__rate_interval", "4s")
         .replace("$__interval", "1s")
         .replace("$__range", f"{max(1, round(range_seconds))}s")
         .replace("$channel", f"({channels})")
+        .replace("$workahead", WORKAHEAD_DEFAULT)
     )
 
 
@@ -64,6 +67,28 @@ def test_dashboard_variables(name: str) -> None:
     assert channel["query"]["query"] == "label_values(exstream_channel_up, channel)"
     assert channel["datasource"]["uid"] == "${datasource}"
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_every_variable_a_query_uses_is_declared() -> None:
+    builtin = {"__rate_interval", "__interval", "__range"}
+    for name in DASHBOARDS:
+        dashboard = load(name)
+        declared = {v["name"] for v in dashboard["templating"]["list"]}
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                used = set(re.findall(r"\$\{?(\w+)", target["expr"])) - builtin
+                assert used <= declared, f"{name} / {panel['title']}: {used - declared}"
+
+
+def test_work_ahead_panels_show_the_configured_value() -> None:
+    assert float(WORKAHEAD_DEFAULT) == StreamSettings().workahead
+    for name in ("channels.json", "cascade.json"):
+        dashboard = load(name)
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        assert variables["workahead"]["query"] == WORKAHEAD_DEFAULT
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        assert any("exstream_channel_workahead_seconds" in e for e in exprs), name
+        assert "vector($workahead)" in exprs, name
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))

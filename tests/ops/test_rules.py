@@ -28,6 +28,9 @@ REQUIRED_ALERTS = {
     "ExstreamPoolSaturated",
     "ExstreamPoolAcquireFailures",
     "ExstreamPlayoutHorizonLow",
+    "ExstreamWorkaheadLow",
+    "ExstreamViewersSeeSlate",
+    "ExstreamItemsSkipped",
     "ExstreamHttp5xxRatioHigh",
     "ExstreamEventLoopLagHigh",
     "ExstreamTargetDown",
@@ -162,5 +165,9 @@ def test_counters_under_increase_alerts_start_at_zero() -> None:
         ("exstream_channel_restarts_total", {"channel": "7", "outcome": "started"}),
         ("exstream_restart_budget_exhausted_total", {"channel": "7"}),
         ("exstream_pool_acquire_failures_total", {"reason": "exhausted"}),
+        ("exstream_channel_filler_seconds_total", {"channel": "7", "reason": "starved"}),
+        ("exstream_items_skipped_total", {"channel": "7", "reason": "failed"}),
+        ("exstream_items_skipped_total", {"channel": "7", "reason": "no_output"}),
+        ("exstream_items_skipped_total", {"channel": "7", "reason": "ended_early"}),
     ]:
         assert samples[(name, tuple(sorted(labels.items())))] == 0, name

@@ -43,6 +43,11 @@ HEALTHY = HealthSnapshot(
         ({"state": ChannelState.RESTARTING, "pid": None, "since_output": None}, Verdict.STARTING),
         ({"state": ChannelState.STARTING, "since_output": 3.0}, Verdict.STARTING),
         ({"state": ChannelState.STARTING, "since_output": 20.0}, Verdict.STALLED),
+        # Owing frames while the work-ahead drains: stalled long before stall_timeout.
+        ({"since_output": 1.5, "workahead": 2.0, "workahead_target": 5.0}, Verdict.STALLED),
+        ({"since_output": 0.8, "workahead": 2.0, "workahead_target": 5.0}, Verdict.HEALTHY),
+        ({"since_output": 1.5, "workahead": 3.0, "workahead_target": 5.0}, Verdict.HEALTHY),
+        ({"since_output": None, "workahead": 0.0, "workahead_target": 5.0}, Verdict.HEALTHY),
     ],
 )
 def test_classify(changes: dict[str, object], verdict: Verdict) -> None:
