@@ -46,7 +46,7 @@ class Metrics:
         # Channels and viewers.
         self.channel_up = Gauge(
             "exstream_channel_up",
-            "1 while the channel streams (content or slate) and sent output within the stall timeout.",
+            "1 while the channel streams (content or slate) and sent output in the stall timeout.",
             ["channel"],
             registry=r,
         )
