@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,50 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+class Recorder(threading.Thread):
+    """A viewer of /stream/N.ts that keeps every byte (in memory, or written to `path`)
+    and when each chunk came."""
+
+    def __init__(self, server: Server, number: int, path: Path | None = None) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.number = number
+        self.path = path
+        self.data = bytearray()
+        self.arrivals: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.status = 0
+
+    def run(self) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                out = stack.enter_context(self.path.open("wb")) if self.path else None
+                client = stack.enter_context(self.server.client(timeout=30))
+                response = stack.enter_context(client.stream("GET", f"/stream/{self.number}.ts"))
+                self.status = response.status_code
+                for chunk in response.iter_raw():
+                    if out is not None:
+                        out.write(chunk)
+                    else:
+                        self.data += chunk
+                    self.arrivals.append((time.monotonic(), len(chunk)))
+                    if self.stop.is_set():
+                        return
+        except BaseException as exc:
+            self.error = exc
+
+    def seconds(self) -> float:
+        arrivals = self.arrivals
+        return arrivals[-1][0] - arrivals[0][0] if len(arrivals) > 1 else 0.0
+
+    def finish(self, timeout: float = 30) -> bytes:
+        """Stop and wait for the viewer; the bytes it kept in memory."""
+        self.stop.set()
+        self.join(timeout)
+        return bytes(self.data)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Server, run_server, write_config
+from tests.e2e.harness import Recorder, Server, run_server, write_config
 from tests.e2e.library import KINDS, av_offsets, make_library, make_media
 from tests.e2e.test_faults import FAST_HEALTH, signal_process
 from tests.e2e.tsutil import cut_clean, decode_errors
@@ -34,45 +34,12 @@ MAX_GAP = 0.5
 MAX_AV_OFFSET = 0.04
 
 
-class Recorder(threading.Thread):
-    """A viewer that keeps every byte and when it came, and the channel states it saw."""
-
-    def __init__(self, server: Server, number: int) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-        self.number = number
-        self.data = bytearray()
-        self.arrivals: list[tuple[float, int]] = []
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.status = 0
-
-    def run(self) -> None:
-        try:
-            with (
-                self.server.client(timeout=30) as client,
-                client.stream("GET", f"/stream/{self.number}.ts") as response,
-            ):
-                self.status = response.status_code
-                for chunk in response.iter_raw():
-                    self.data += chunk
-                    self.arrivals.append((time.monotonic(), len(chunk)))
-                    if self.stop.is_set():
-                        return
-        except BaseException as exc:
-            self.error = exc
-
-    def seconds(self) -> float:
-        arrivals = list(self.arrivals)
-        return arrivals[-1][0] - arrivals[0][0] if len(arrivals) > 1 else 0.0
-
-    def finish(self) -> bytes:
-        self.stop.set()
-        self.join(30)
-        assert not self.is_alive()
-        assert self.error is None, repr(self.error)
-        assert self.status == 200
-        return bytes(self.data)
+def finish(viewer: Recorder) -> bytes:
+    data = viewer.finish()
+    assert not viewer.is_alive()
+    assert viewer.error is None, repr(viewer.error)
+    assert viewer.status == 200
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +140,7 @@ def test_a_viewer_who_stays_sees_one_stream_through_every_change(
         wait_for(lambda: viewer.seconds() > cycle + 6, cycle + 60, "a whole library cycle")
     finally:
         done.set()
-        data = viewer.finish()
+        data = finish(viewer)
     (tmp_path / "capture.ts").write_bytes(data)
     assert worst_gap(viewer.arrivals) < MAX_GAP, gaps(viewer)
     report = assert_clean(data, tmp_path, "stayed")
@@ -194,7 +161,7 @@ def test_a_viewer_who_joins_mid_item_gets_a_clean_start(server: Server, tmp_path
     viewer = Recorder(server, 1)
     viewer.start()
     wait_for(lambda: viewer.seconds() > 8, 30, "eight seconds of stream")
-    data = viewer.finish()
+    data = finish(viewer)
     assert worst_gap(viewer.arrivals) < MAX_GAP
     assert_clean(data, tmp_path, "joined")
 
@@ -216,7 +183,7 @@ def test_a_viewer_who_joins_during_the_slate_sees_content_come_in(
         wait_for(lambda: viewer.seconds() > seen + 4, 30, "content for a while")
     finally:
         done.set()
-        data = viewer.finish()
+        data = finish(viewer)
     assert worst_gap(viewer.arrivals) < MAX_GAP
     assert_clean(data, tmp_path, "slate")
     assert states[0] == "slate" and "running" in states, states

@@ -398,8 +398,22 @@ def test_restart_storm_converges_within_the_spawn_rate(fake_setup: FakeSetupFact
     def states() -> dict[int, dict[str, Any]]:
         return {c["number"]: c for c in server.get("/api/channels").json()["channels"]}
 
+    # A small recording (4 s at 64x48): 200 channels play it over and over.
+    tiny = log.parent / "tiny.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-nostdin", "-f", "lavfi", "-i",
+         "testsrc2=size=64x48:rate=25:duration=4", "-f", "lavfi", "-i",
+         "sine=duration=4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+         "-c:a", "aac", "-b:a", "32k", "-f", "mpegts", str(tiny)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    env = {**env, "FAKE_FFMPEG_SOURCE": str(tiny)}
     with run_server(config, env) as server:
-        wait_for(lambda: all(c["state"] == "running" for c in states().values()), 60, "all running")
+        wait_for(
+            lambda: all(c["state"] == "running" and c["pid"] for c in states().values()),
+            60,
+            "all running",
+        )
         pids = [c["pid"] for c in states().values()]
         before = len(log.read_text().splitlines())
         for pid in pids:

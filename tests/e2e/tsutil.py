@@ -24,13 +24,27 @@ def cut_clean(data: bytes) -> bytes:
 
 
 def decode_errors(path: Path) -> str:
+    """What `ffmpeg -v error` says decoding `path` (nothing for a clean stream)."""
     result = subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
         capture_output=True,
         text=True,
         timeout=120,
     )
+    assert result.returncode == 0, result.stderr
     return result.stderr.strip()
+
+
+def ffprobe(path: Path, *args: str) -> dict[str, object]:
+    """ffprobe's JSON for `path` with `args` (e.g. -show_streams)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
 
 
 def probe_streams(path: Path) -> dict[str, object]:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import signal
@@ -27,6 +26,7 @@ from service.ffmpeg import (
     slate_argv,
 )
 from service.media import MediaItem, item_from_probe
+from tests.e2e.tsutil import decode_errors, ffprobe
 from tests.polling import wait_until
 
 SETTINGS = FfmpegSettings(width=320, height=240, fps=25, video_bitrate=500_000, gop_seconds=1.0)
@@ -311,28 +311,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MediaItem]:
         assert isinstance(item, MediaItem), item
         items[kind.name] = item
     return items
-
-
-def ffprobe(path: Path, *args: str) -> dict[str, object]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    ).stdout
-    result: dict[str, object] = json.loads(out)
-    return result
-
-
-def decode_errors(path: Path) -> str:
-    result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stderr
 
 
 def run_item(kind: Kind, item: MediaItem, frames: int, out: Path, seek: float) -> None:

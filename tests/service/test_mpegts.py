@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import subprocess
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from service.mpegts import (
     pid,
     random_access,
 )
+from tests.e2e.tsutil import ffprobe
 
 SECONDS = 4
 FPS = 25
@@ -48,14 +48,7 @@ def make_ts(path: Path, seconds: int = SECONDS) -> Path:
 
 
 def ffprobe_json(path: Path, *args: str) -> dict[str, list[dict[str, object]]]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    ).stdout
-    result: dict[str, list[dict[str, object]]] = json.loads(out)
-    return result
+    return ffprobe(path, *args)  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ mistake in the splicer's helpers cannot hide itself.
 from __future__ import annotations
 
 import itertools
-import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,7 @@ from service.splice import (
     write_pcr,
     write_ts,
 )
+from tests.e2e.tsutil import decode_errors, ffprobe
 
 # A keyframe every 8 frames (0.32 s), so sources of a second have several GOPs.
 SETTINGS = FfmpegSettings(
@@ -179,28 +179,7 @@ def audio_frames(ts: Ts) -> int:
 
 def ffmpeg_errors(data: bytes, path: Path) -> str:
     path.write_bytes(data)
-    result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stderr
-
-
-def ffprobe(path: Path, *args: str) -> dict[str, object]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    ).stdout
-    result: dict[str, object] = json.loads(out)
-    return result
-
-
-# --- the sources ----------------------------------------------------------------------
+    return decode_errors(path)
 
 
 def encode(
