@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python -m bench.fanout --viewers 200,500 --seconds 5 --rounds 1
 	$(BIN)/python -m bench.coldstart --runs 5
 	$(BIN)/python -m bench.storm --channels 50
+	$(BIN)/python -m bench.continuity --minutes 2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis data
