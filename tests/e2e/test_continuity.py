@@ -186,7 +186,11 @@ def test_a_viewer_who_joins_during_the_slate_sees_content_come_in(
         data = finish(viewer)
     assert worst_gap(viewer.arrivals) < MAX_GAP
     assert_clean(data, tmp_path, "slate")
-    assert states[0] == "slate" and "running" in states, states
+    # Slate, then content, and nothing else once the first output went out.
+    shown = [state for state in states if state != "starting"]
+    assert shown[0] == "slate" and "running" in shown, states
+    assert set(shown) == {"slate", "running"}, states
+    assert shown.index("running") > len(shown) - 1 - shown[::-1].index("slate"), states
 
 
 def _media_dir(server: Server, number: int) -> Path:
