@@ -389,23 +389,17 @@ def worktree(rev: str, directory: Path) -> Iterator[Path]:
         )
 
 
-def describe(tree: Path) -> str:
+def _git(tree: Path, *args: str) -> str:
     result = subprocess.run(
-        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        ["git", "-C", str(tree), *args], capture_output=True, text=True, timeout=30, check=False
     )
-    dirty = subprocess.run(
-        ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    text = result.stdout.strip()[:70]
-    return f"{text} + uncommitted changes" if dirty.stdout.strip() else text
+    return result.stdout.strip()
+
+
+def describe(tree: Path) -> str:
+    text = _git(tree, "log", "-1", "--format=%h %s")[:70]
+    dirty = _git(tree, "status", "--porcelain", "--untracked-files=no")
+    return f"{text} + uncommitted changes" if dirty else text
 
 
 def run(

@@ -171,6 +171,16 @@ def code_class(returncode: int) -> str:
     return "signal" if returncode < 0 else "error"
 
 
+async def _discard(popen: subprocess.Popen[bytes]) -> None:
+    """End a process that will not be used: close its pipes, kill its group, reap it."""
+    for pipe in (popen.stdout, popen.stderr):
+        if pipe is not None:
+            pipe.close()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    await asyncio.to_thread(popen.wait)
+
+
 class _Child:
     """A process started off the event loop, with its pipes and exit joined to the loop.
 
@@ -213,13 +223,7 @@ class _Child:
         except asyncio.CancelledError:
             # Cancelled while the thread starts it: the process still comes; end it.
             with contextlib.suppress(Exception):
-                started = await starting
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(started.pid, signal.SIGKILL)
-                await asyncio.to_thread(started.wait)
-                for pipe in (started.stdout, started.stderr):
-                    if pipe is not None:
-                        pipe.close()
+                await _discard(await starting)
             raise
         loop = asyncio.get_running_loop()
         readers: list[asyncio.StreamReader] = []
@@ -235,12 +239,7 @@ class _Child:
         except BaseException:
             for opened in transports:
                 opened.close()
-            for pipe in (popen.stdout, popen.stderr):  # those not joined to the loop yet
-                if pipe is not None:
-                    pipe.close()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            await asyncio.to_thread(popen.wait)
+            await _discard(popen)  # and the pipes not joined to the loop yet
             raise
 
     @property

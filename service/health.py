@@ -96,7 +96,7 @@ def snapshot_of(runner: ChannelRunner, now: float, stall_timeout: float) -> Heal
         exit_code=proc.returncode if proc is not None else None,
         since_output=runner.since_progress(now),
         stall_timeout=stall_timeout,
-        workahead=runner.timeline.ahead() if runner.running else 0.0,
+        workahead=runner.workahead,
         workahead_target=runner.settings.stream.workahead,
     )
 

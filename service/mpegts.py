@@ -79,6 +79,13 @@ def parse_pmt(packet: bytes | bytearray | memoryview) -> dict[int, int]:
     return streams
 
 
+def av_pids(streams: dict[int, int]) -> tuple[int | None, int | None]:
+    """The first video and the first other (audio) PID of a PMT's streams."""
+    video = [p for p, t in streams.items() if t in VIDEO_STREAM_TYPES]
+    audio = [p for p, t in streams.items() if t not in VIDEO_STREAM_TYPES]
+    return (video[0] if video else None), (audio[0] if audio else None)
+
+
 def packets(data: bytes | memoryview) -> Iterator[memoryview]:
     view = memoryview(data)
     for offset in range(0, len(view) - PACKET_SIZE + 1, PACKET_SIZE):
@@ -181,8 +188,7 @@ class StartPoint:
                 if streams:
                     self.pmt = bytes(packet)
                     self.es_pids = set(streams)
-                    video = [p for p, t in streams.items() if t in VIDEO_STREAM_TYPES]
-                    video_pid = self.video_pid = video[0] if video else None
+                    video_pid = self.video_pid = av_pids(streams)[0]
             offset += PACKET_SIZE
         return keyframe
 

@@ -130,9 +130,7 @@ class ChannelRunner:
         self._lifecycle = asyncio.Lock()  # a start waits for a stop under way, and back
         self.metrics.set_channel_state(self.key, self.state)
         self.metrics.channel_up.labels(channel=self.key).set_function(lambda: float(self.up))
-        self.metrics.channel_workahead.labels(channel=self.key).set_function(
-            lambda: self.timeline.ahead() if self.running else 0.0
-        )
+        self.metrics.channel_workahead.labels(channel=self.key).set_function(lambda: self.workahead)
 
     # --- state -------------------------------------------------------------------------
 
@@ -157,6 +155,11 @@ class ChannelRunner:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def workahead(self) -> float:
+        """Seconds of stream ready ahead of the viewers (0 when the channel is stopped)."""
+        return self.timeline.ahead() if self.running else 0.0
 
     @property
     def pid(self) -> int | None:
@@ -538,11 +541,11 @@ class ChannelRunner:
         kind: str,
     ) -> int:
         """Splice the process's output onto the timeline as fast as the work-ahead
-        takes it; returns the frames it gave."""
+        takes it; returns the frames it gave (at least 1 once anything went out)."""
         timeline = self.timeline
         splicer = timeline.splicer
         stdout = proc.stdout
-        frames = 0
+        output = False
         while True:
             if not timeline.has_room():
                 self.waiting_for_room = True
@@ -559,10 +562,10 @@ class ChannelRunner:
                 continue
             timeline.push(chunks, kind)
             self.progress_at = self.clock()
-            if not frames and span is not None:
+            if not output and span is not None:
                 self._started(span, first, admission)
-            frames = max(frames, splicer.source_frames, 1)
-        return max(frames, splicer.source_frames)
+            output = True
+        return max(splicer.source_frames, int(output))
 
     def _verdict(
         self, code: int | None, produced: int, plan: ItemPlan | Gap, tail: str

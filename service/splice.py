@@ -34,8 +34,8 @@ from service.mpegts import (
     NULL_PID,
     PACKET_SIZE,
     PAT_PID,
-    VIDEO_STREAM_TYPES,
     Aligner,
+    av_pids,
     parse_pat,
     parse_pmt,
     random_access,
@@ -248,10 +248,7 @@ class Splicer:
             return
         if packet_pid in source.pmt_pids:
             if pusi and (streams := parse_pmt(packet)):
-                video = [p for p, t in streams.items() if t in VIDEO_STREAM_TYPES]
-                audio = [p for p, t in streams.items() if t not in VIDEO_STREAM_TYPES]
-                source.video_pid = video[0] if video else None
-                source.audio_pid = audio[0] if audio else None
+                source.video_pid, source.audio_pid = av_pids(streams)
                 source.pending.append(_Unit(packet_pid, [packet], complete=True))
             return
         if packet_pid == source.video_pid:
@@ -399,7 +396,7 @@ class Splicer:
             ready += 1
         units, source.pending = pending[:ready], pending[ready:]
         for unit in units:
-            self._emit(unit, source)
+            self._emit(unit, source.video_pid, source)
         return self._chunks_out()
 
     def _chunks_out(self) -> list[Chunk]:
@@ -410,10 +407,11 @@ class Splicer:
         chunks, self._chunks = self._chunks, []
         return chunks
 
-    def _emit(self, unit: _Unit, source: _Source | None) -> None:
+    def _emit(self, unit: _Unit, video_pid: int | None, source: _Source | None = None) -> None:
+        """Send a unit: its timestamps move the timeline's end, counters and PCR are set;
+        `source`, if given, is where it came from (its frames are counted)."""
         out = self._out
-        is_video = source is not None and unit.pid == source.video_pid
-        if is_video and unit.pts is not None:
+        if unit.pid == video_pid and unit.pts is not None:
             self.v_next = unit.pts + self.frame
             self.frames += 1
             if source is not None:
@@ -451,7 +449,7 @@ class Splicer:
 
     def load_slate(self, clip: bytes) -> bool:
         """Take a pre-encoded slate clip (MPEG-TS starting on a keyframe); False if unusable."""
-        slate = _Slate.parse(clip, self.frame)
+        slate = _Slate.parse(clip)
         if slate is None:
             return False
         self._slate = slate
@@ -498,12 +496,12 @@ class Splicer:
             offset = _pcr_offset(packet)
             if offset is not None:
                 write_pcr(packet, offset, read_pcr(packet, offset) + shift * 300)
-        self._emit(_Unit(slate.video_pid, packets, pts=self.v_next), slate.as_source())
+        self._emit(_Unit(slate.video_pid, packets, pts=self.v_next), slate.video_pid)
 
     def _slate_audio(self, slate: _Slate) -> None:
         target = self.a_next if self.a_next is not None else self.v_next
         packets = pes_packets(slate.audio_pid, target, slate.silence)
-        self._emit(_Unit(slate.audio_pid, packets, pts=target), slate.as_source())
+        self._emit(_Unit(slate.audio_pid, packets, pts=target), slate.video_pid)
 
 
 @dataclass
@@ -514,11 +512,8 @@ class _Slate:
     video_pid: int
     audio_pid: int
 
-    def as_source(self) -> _Source:
-        return _Source(video_pid=self.video_pid, audio_pid=self.audio_pid)
-
     @classmethod
-    def parse(cls, clip: bytes, frame: int) -> _Slate | None:
+    def parse(cls, clip: bytes) -> _Slate | None:
         source = _Source(v_off=0, a_off=0)
         tables: list[_Unit] = []
         video: list[_Unit] = []
@@ -531,10 +526,7 @@ class _Slate:
                 if len(tables) < 2:
                     tables.append(_Unit(PAT_PID, [packet], complete=True))
             elif packet_pid in source.pmt_pids and pusi and (streams := parse_pmt(packet)):
-                video_pids = [p for p, t in streams.items() if t in VIDEO_STREAM_TYPES]
-                audio_pids = [p for p, t in streams.items() if t not in VIDEO_STREAM_TYPES]
-                source.video_pid = video_pids[0] if video_pids else None
-                source.audio_pid = audio_pids[0] if audio_pids else None
+                source.video_pid, source.audio_pid = av_pids(streams)
                 if len(tables) < 2:
                     tables.append(_Unit(packet_pid, [packet], complete=True))
             elif packet_pid in (source.video_pid, source.audio_pid):

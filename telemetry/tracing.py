@@ -125,8 +125,9 @@ def http_tracing(provider: trace.TracerProvider) -> Middleware:
     """HTTP server spans named by route template (`GET /api/channels/{number:int}`).
 
     The ASGI middleware of the Starlette instrumentation, minus its per-message spans
-    (one span per `send` doubles the CPU of a stream, DESIGN.md) and minus any work per
-    streamed chunk. A stream's span lasts as long as the viewer stays.
+    (one span per `send`, for every chunk of every viewer, about doubles the CPU of a
+    stream) and minus any work per streamed chunk. A stream's span lasts as long as the
+    viewer stays.
     """
     tracer = provider.get_tracer(
         "opentelemetry.instrumentation.starlette",

@@ -67,7 +67,7 @@ def channel_status(channel: Channel, base_url: str, now: float) -> dict[str, Any
         "skipped_items": [
             {"path": s.path, "reason": s.reason, "detail": s.detail} for s in runner.skips.values()
         ],
-        "workahead_seconds": round(runner.timeline.ahead(), 3) if runner.running else 0.0,
+        "workahead_seconds": round(runner.workahead, 3),
         "horizon_seconds": round(channel.playout.horizon(now), 3),
         "stream_url": f"{base_url}/stream/{channel.number}.ts",
     }

@@ -8,6 +8,7 @@ pass every check on the wire (tests/e2e/wire.py).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import threading
@@ -99,27 +100,35 @@ def assert_clean(data: bytes, tmp_path: Path, name: str) -> WireReport:
     return report
 
 
-def watch_states(server: Server, number: int, until: threading.Event) -> list[str]:
-    """The channel's states, read every 0.2 s in a thread until `until` is set."""
+@contextlib.contextmanager
+def watching(server: Server, number: int) -> Iterator[tuple[Recorder, list[str]]]:
+    """A viewer of the channel, and its states read every 0.2 s, until the block ends;
+    then the viewer must have ended cleanly (unless the block failed)."""
+    viewer = Recorder(server, number)
+    viewer.start()
+    done = threading.Event()
     states: list[str] = []
 
     def poll() -> None:
-        while not until.wait(0.2):
+        while not done.wait(0.2):
             states.append(server.channel(number)["state"])
 
     threading.Thread(target=poll, daemon=True).start()
-    return states
+    try:
+        yield viewer, states
+    except BaseException:
+        viewer.finish()
+        raise
+    finally:
+        done.set()
+    finish(viewer)
 
 
 def test_a_viewer_who_stays_sees_one_stream_through_every_change(
     server: Server, library: list[Path], tmp_path: Path
 ) -> None:
-    viewer = Recorder(server, 1)
-    viewer.start()
-    done = threading.Event()
-    states = watch_states(server, 1, done)
     cycle = LONG_SECONDS + ITEM_SECONDS * (len(library) - 1)
-    try:
+    with watching(server, 1) as (viewer, states):
         wait_for(lambda: viewer.seconds() > 4, 30, "the viewer to watch a while")
         with server.client() as client:
             response = client.post("/api/channels/1/restart")
@@ -138,9 +147,7 @@ def test_a_viewer_who_stays_sees_one_stream_through_every_change(
         )
         # Past one whole cycle of the library: every kind of item and change was seen.
         wait_for(lambda: viewer.seconds() > cycle + 6, cycle + 60, "a whole library cycle")
-    finally:
-        done.set()
-        data = finish(viewer)
+    data = bytes(viewer.data)
     (tmp_path / "capture.ts").write_bytes(data)
     assert worst_gap(viewer.arrivals) < MAX_GAP, gaps(viewer)
     report = assert_clean(data, tmp_path, "stayed")
@@ -169,11 +176,7 @@ def test_a_viewer_who_joins_mid_item_gets_a_clean_start(server: Server, tmp_path
 def test_a_viewer_who_joins_during_the_slate_sees_content_come_in(
     server: Server, library: list[Path], tmp_path: Path
 ) -> None:
-    viewer = Recorder(server, 2)
-    viewer.start()
-    done = threading.Event()
-    states = watch_states(server, 2, done)
-    try:
+    with watching(server, 2) as (viewer, states):
         wait_for(lambda: viewer.seconds() > 3, 30, "the slate for a while")
         assert server.channel(2)["state"] == "slate"
         target = _media_dir(server, 2)
@@ -181,11 +184,8 @@ def test_a_viewer_who_joins_during_the_slate_sees_content_come_in(
         wait_for(lambda: server.channel(2)["state"] == "running", 30, "content on channel 2")
         seen = viewer.seconds()
         wait_for(lambda: viewer.seconds() > seen + 4, 30, "content for a while")
-    finally:
-        done.set()
-        data = finish(viewer)
     assert worst_gap(viewer.arrivals) < MAX_GAP
-    assert_clean(data, tmp_path, "slate")
+    assert_clean(bytes(viewer.data), tmp_path, "slate")
     # Slate, then content, and nothing else once the first output went out.
     shown = [state for state in states if state != "starting"]
     assert shown[0] == "slate" and "running" in shown, states

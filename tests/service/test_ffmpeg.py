@@ -467,7 +467,8 @@ async def main() -> None:
         await task
     except asyncio.CancelledError:
         print("cancelled")
-    await asyncio.sleep(0.2)  # a child that was left would have started by now
+    # Every start on a worker thread has returned: a child left behind exists by now.
+    await asyncio.get_running_loop().shutdown_default_executor()
     left = [c for c in psutil.Process().children(recursive=True) if c.status() != "zombie"]
     print(len(left))
 
