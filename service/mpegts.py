@@ -191,7 +191,3 @@ class StartPoint:
                     video_pid = self.video_pid = av_pids(streams)[0]
             offset += PACKET_SIZE
         return keyframe
-
-    @property
-    def header(self) -> bytes:
-        return self.pat + self.pmt

@@ -124,10 +124,10 @@ def test_start_point_finds_every_keyframe(ts_file: Path, ts_bytes: bytes) -> Non
     # ffprobe's pos is the packet carrying the PES start: where the keyframe begins.
     assert found == keyframe_positions
     assert start.video_pid is not None
-    # The header is the latest PAT and PMT seen.
+    # It keeps the latest PAT and PMT seen.
     pats = [bytes(p) for p in packets(ts_bytes) if pid(p) == PAT_PID]
-    assert start.header[:PACKET_SIZE] == pats[-1]
-    assert parse_pmt(start.header[PACKET_SIZE:])
+    assert start.pat == pats[-1]
+    assert parse_pmt(start.pmt)
     # One call over everything: the offset of the last keyframe.
     assert StartPoint().scan(ts_bytes) == keyframe_positions[-1]
 
