@@ -143,7 +143,9 @@ def item_argv(s: FfmpegSettings, plan: ItemPlan, channel: str) -> list[str]:
     else:
         argv += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
         audio = f"[{inputs}:a]atrim=end_sample={samples}"
-    graph = f"{video}[v];{audio}[a]"
+    # At most one AAC frame of samples per frame: after an early end of the input,
+    # padding can hand the encoder a larger frame, which it refuses (ffmpeg exits 1).
+    graph = f"{video}[v];{audio},asetnsamples=n={AAC_FRAME}:p=0[a]"
     argv += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]"]
     argv += ["-metadata", f"exstream_channel={channel}"]
     return argv + _encode_args(s)

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from service.demo import make_clip
+from service.mpegts import PACKET_SIZE, packets, payload_unit_start, pid
 from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
 from tests.e2e.wire import worst_gap
 from tests.polling import wait_for
@@ -194,6 +195,20 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+def clean_cut(data: bytes, near: int) -> int:
+    """An offset at or before `near` where every PES before it is whole: a video frame
+    starts there and no audio PES spans it."""
+    starts = [(pid(p), payload_unit_start(p)) for p in packets(data)]
+    video, audio = 0x100, 0x101  # ffmpeg's PIDs
+    for index in range(min(near // PACKET_SIZE, len(starts) - 1), 0, -1):
+        if starts[index] != (video, True):
+            continue
+        following = next((start for p, start in starts[index:] if p == audio), True)
+        if following:
+            return index * PACKET_SIZE
+    raise AssertionError("no clean cut point")
+
+
 def test_corrupt_missing_and_truncated_media_are_skipped_without_restarts(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
@@ -218,10 +233,11 @@ def test_corrupt_missing_and_truncated_media_are_skipped_without_restarts(
         channel = server.channel(1)
         assert channel["media_items"] == 3
         assert [s["reason"] for s in channel["skipped_media"]] == ["unreadable"]
-        # After the scan: one file disappears, one loses its second half.
+        # After the scan: one file disappears, one loses its second half (cut between
+        # whole frames, so ffmpeg sees an early end, not a broken last frame).
         gone.unlink()
         with cut.open("r+b") as file:
-            file.truncate(cut.stat().st_size // 2 // 188 * 188)
+            file.truncate(clean_cut(cut.read_bytes(), cut.stat().st_size // 2))
         viewer = Viewer(server, 1)
         viewer.start()
         # One whole cycle of the schedule (2 + 2 + 6 s) and a little more.
