@@ -594,13 +594,17 @@ class ChannelRunner:
         if code == 0 and produced:
             skip = ItemSkip(path, "ended_early", f"{produced} of {plan.frames} frames")
             self._failures = 0
+        elif code == 0 and plan.seek > 0:
+            # Nothing after the seek point: the file is shorter than its scan said.
+            skip = ItemSkip(path, "ended_early", f"nothing after {plan.seek:.1f} s")
+            self._failures = 0
         else:
             reason = "failed" if code else "no_output"
             skip = ItemSkip(path, reason, tail or f"exit code {code}, {produced} frames")
             self._failures += 1
         # Skipped to where the schedule's entry ends; a rescan lets it try again.
         self.skips[path] = skip
-        self._skip_until[path] = plan.entry_end if produced else float("inf")
+        self._skip_until[path] = plan.entry_end if produced or plan.seek > 0 else float("inf")
         self.metrics.items_skipped.labels(channel=self.key, reason=skip.reason).inc()
         log.warning(
             "channel {} skips {} ({}): {}", self.key, path, skip.reason, skip.detail,

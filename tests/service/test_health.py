@@ -7,9 +7,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.config import ChannelConfig, Settings
-from service.ffmpeg import ManagedProcess
+from service.ffmpeg import ItemPlan, ManagedProcess
 from service.health import HealthSnapshot, Verdict, classify, snapshot_of
 from service.hub import Hub
+from service.media import MediaItem
 from service.playout import Playout
 from service.pool import ProcessPool
 from service.ratelimit import TokenBucket
@@ -95,3 +96,31 @@ async def test_snapshot_counts_only_the_time_a_process_owes_frames(clock: FakeCl
     ended = snapshot_of(runner, clock(), 15.0)
     assert proc.returncode is not None
     assert (ended.pid, ended.exit_code) == (None, proc.returncode)
+
+
+def item_plan(seek: float, frames: int = 150) -> ItemPlan:
+    item = MediaItem("/media/c.ts", 6.0, "c", "h264", "aac", 320, 240, 0, 1)
+    return ItemPlan(item, seek, frames, schedule_start=0.0, entry_end=6.0)
+
+
+@pytest.mark.parametrize(
+    ("code", "produced", "seek", "reason"),
+    [
+        (0, 40, 0.0, "ended_early"),  # truncated: some frames, then a clean end
+        (0, 0, 4.0, "ended_early"),  # truncated before the seek point
+        (0, 0, 0.0, "no_output"),  # nothing at all from the start
+        (1, 0, 4.0, "failed"),  # an error exit is never an early end
+    ],
+)
+def test_an_item_that_cannot_play_to_its_end_is_skipped_with_its_reason(
+    clock: FakeClock, code: int, produced: int, seek: float, reason: str
+) -> None:
+    runner = make_runner(clock)
+    assert runner._verdict(code, produced, item_plan(seek), "") is None  # no restart
+    assert [skip.reason for skip in runner.skips.values()] == [reason]
+
+
+def test_a_whole_item_is_not_skipped(clock: FakeClock) -> None:
+    runner = make_runner(clock)
+    assert runner._verdict(0, 150, item_plan(0.0), "") is None
+    assert runner.skips == {}
