@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,7 +120,9 @@ def serve_baseline(port: int, source: str) -> None:
 # --- the load generator (its own process) ---------------------------------------------
 
 
-class _Viewer(asyncio.BufferedProtocol):
+class Viewer(asyncio.BufferedProtocol):
+    """One viewer of a stream on a raw connection: counts body bytes, notes the first."""
+
     def __init__(self, buffer: bytearray, request: bytes) -> None:
         self.buffer = buffer
         self.request = request
@@ -178,16 +180,14 @@ class LevelResult:
     machine_cpu: float  # cores busy on the whole machine, every process
 
 
-async def _open(port: int, buffer: bytearray, request: bytes) -> _Viewer:
+async def _open(port: int, buffer: bytearray, request: bytes) -> Viewer:
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(10):
-        _, viewer = await loop.create_connection(
-            lambda: _Viewer(buffer, request), "127.0.0.1", port
-        )
+        _, viewer = await loop.create_connection(lambda: Viewer(buffer, request), "127.0.0.1", port)
     return viewer
 
 
-async def _answered(viewers: list[_Viewer], timeout: float) -> None:
+async def wait_answered(viewers: Sequence[Viewer], timeout: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             for viewer in viewers:
@@ -206,7 +206,7 @@ async def _load(
     request = b"GET /stream/1.ts HTTP/1.1\r\nHost: bench\r\n\r\n"
     gate = asyncio.Semaphore(256)  # connects in flight, under the listen backlog
 
-    async def one() -> _Viewer | None:
+    async def one() -> Viewer | None:
         async with gate:
             with contextlib.suppress(OSError, TimeoutError):
                 return await _open(port, buffer, request)
@@ -214,7 +214,7 @@ async def _load(
 
     opened = [v for v in await asyncio.gather(*(one() for _ in range(viewers))) if v]
     try:
-        await _answered(opened, 30)
+        await wait_answered(opened, 30)
         ramp = [v.first - v.started for v in opened if v.first is not None]
         await asyncio.sleep(warmup)
         before = [v.body for v in opened]
@@ -226,7 +226,7 @@ async def _load(
             await asyncio.sleep(max(0.0, started + (i + 0.5) * seconds / probes - time.monotonic()))
             with contextlib.suppress(OSError, TimeoutError):
                 probe = await _open(port, bytearray(1 << 16), request)
-                await _answered([probe], 1.0)
+                await wait_answered([probe], 1.0)
                 if probe.first is not None:
                     probe_ttfb.append(probe.first - probe.started)
                 probe.close()

@@ -88,7 +88,10 @@ async def ingest(store: LogStore, entries: list[dict[str, Any]]) -> dict[str, fl
         "lag_p50_ms": lags[len(lags) // 2] * 1000,
         "lag_p99_ms": lags[int(len(lags) * 0.99)] * 1000,
         "lag_max_ms": lags[-1] * 1000,
-        "dropped": store.metrics.registry.get_sample_value("exstream_logs_dropped_total") or 0,
+        "dropped": store.metrics.registry.get_sample_value(
+            "exstream_logs_dropped_total", {"reason": "queue_full"}
+        )
+        or 0,
     }
 
 

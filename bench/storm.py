@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                  "mode": "always_on"}
                 for n in range(1, args.channels + 1)
             ],
-            ffmpeg={"ffmpeg": str(standin)},
+            ffmpeg={"ffmpeg": str(standin), "pass_env": ["STANDIN_SPAWN_LOG"]},
             pool={
                 "max_processes": args.channels + 16,
                 "spawn_rate": args.spawn_rate,

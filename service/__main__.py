@@ -17,6 +17,7 @@ from loguru import logger
 from service import __version__
 from service.config import Settings, load_settings
 from service.errors import ConfigError
+from service.exposure import exposure_warning
 
 DEFAULT_CONFIG = "channels.toml"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -109,7 +110,13 @@ class Server(uvicorn.Server):
 def serve(settings: Settings) -> int:
     from opentelemetry import trace
 
-    from service.app import begin_shutdown, create_app, log_store_of
+    from service.app import begin_shutdown, create_app, log_store_of, metrics_of
+    from service.protocol import (
+        ConnectionGuard,
+        client_limits,
+        protocol_class,
+        raise_open_files_limit,
+    )
     from telemetry.logging import configure_logging
     from telemetry.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
@@ -128,16 +135,25 @@ def serve(settings: Settings) -> int:
     )
     for warning in settings.warnings:
         logger.warning("{}: {}", settings.path, warning)
+    exposed = exposure_warning(server_settings)
+    if exposed is not None:
+        logger.warning("{}", exposed)
+    metrics = metrics_of(app)
+    open_files = raise_open_files_limit()
+    metrics.open_files_limit.set(open_files)
+    guard = ConnectionGuard(client_limits(settings, open_files), metrics)
     config = uvicorn.Config(
         app,
         host=server_settings.host,
         port=server_settings.port,
+        http=protocol_class(guard),
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
     )
     server = Server(config, on_shutdown=lambda: begin_shutdown(app))
+    metrics.http_connections.set_function(lambda: len(server.server_state.connections))
     # uvicorn re-raises the signal that stopped it; catch that re-raise, so buffered
     # spans and log lines are flushed before the process ends the way it would have.
     captured: list[int] = []
@@ -158,6 +174,9 @@ def serve(settings: Settings) -> int:
 def check(settings: Settings, scan: bool) -> int:
     for warning in settings.warnings:
         print(f"{settings.path}: warning: {warning}", file=sys.stderr)
+    exposed = exposure_warning(settings.server)
+    if exposed is not None:
+        print(f"{settings.path}: warning: {exposed}", file=sys.stderr)
     if scan:
         asyncio.run(_check_media(settings))
     print(f"{settings.path}: ok, {len(settings.channels)} channel(s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,15 +22,19 @@ from starlette.routing import Route
 
 from service import __version__, openapi
 from service.api import channels, iptv, logs, probes, streams
-from service.auth import BearerAuthMiddleware
+from service.auth import BearerAuthMiddleware, LogsNeedTokenMiddleware
 from service.channels import ChannelRegistry
+from service.children import child_environment
 from service.config import Settings
+from service.csrf import CrossSiteGuard
 from service.errors import ExstreamError
+from service.exposure import is_loopback
 from service.ffmpeg import ManagedProcess
 from service.health import HealthMonitor, measure_loop_lag
 from service.httpmetrics import HttpMetricsMiddleware
-from service.logstore import LogStore
-from service.media import MediaScanner, ProbeCache, log_progress
+from service.logstore import LogStore, drain_logging
+from service.media import MediaScanner, ProbeCache, log_progress, probe_cache_health
+from service.orphans import marker, reap_orphans
 from service.pool import ProcessFactory, ProcessPool
 from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
@@ -53,7 +58,11 @@ HTTP_ERROR_CODES = {
 
 async def exstream_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ExstreamError)
-    return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status_code)
+    return JSONResponse(
+        {"error": exc.code, "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -110,6 +119,9 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             await log_store.start()
             stack.push_async_callback(log_store.close)
+            # Runs just before the close (last in, first out): what was logged until then,
+            # shutdown included, reaches the store instead of being lost uncounted.
+            stack.push_async_callback(drain_logging, settings.server.graceful_shutdown)
             state = await _build(settings, metrics, process_factory, tracer, stack, log_store)
             tasks = [
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
@@ -130,8 +142,12 @@ def create_app(
     # Tracing outermost, so request metrics see the server span (exemplars).
     middleware = [http_tracing(provider)] if is_enabled(provider) else []
     middleware.append(Middleware(HttpMetricsMiddleware, metrics=metrics))
-    if settings.server.api_token:
-        middleware.append(Middleware(BearerAuthMiddleware, token=settings.server.api_token))
+    server = settings.server
+    middleware.append(Middleware(CrossSiteGuard, metrics=metrics, public_url=server.public_url))
+    if server.api_token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=server.api_token))
+    elif not is_loopback(server.host):
+        middleware.append(Middleware(LogsNeedTokenMiddleware))
     app = Starlette(
         routes=routes(metrics),
         middleware=middleware,
@@ -142,12 +158,19 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # A redirect to the slash-less path would take its host from the request's Host header.
+    app.router.redirect_slashes = False
     app.state.log_store = log_store
+    app.state.metrics = metrics
     return app
 
 
 def log_store_of(app: Starlette) -> LogStore:
     return cast(LogStore, app.state.log_store)
+
+
+def metrics_of(app: Starlette) -> Metrics:
+    return cast(Metrics, app.state.metrics)
 
 
 def begin_shutdown(app: Starlette) -> None:
@@ -170,7 +193,10 @@ async def _build(
     stack: contextlib.AsyncExitStack,
     log_store: LogStore,
 ) -> AppState:
-    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    # Before any spawn: what an earlier run on this data directory left running.
+    data_dir = settings.server.data_dir
+    await reap_orphans(data_dir, metrics)
+    env = child_environment(os.environ, pass_env=settings.ffmpeg.pass_env, marker=marker(data_dir))
     bucket = TokenBucket(settings.pool.spawn_rate, settings.pool.spawn_burst)
     pool = ProcessPool(
         settings.pool.max_processes,
@@ -178,6 +204,7 @@ async def _build(
         metrics,
         acquire_timeout=settings.pool.acquire_timeout,
         process_factory=process_factory,
+        env=env,
         tracer=tracer,
     )
     health = settings.health
@@ -189,7 +216,9 @@ async def _build(
         max_in_flight=health.max_in_flight,
     )
     metrics.restarts_in_flight.set_function(lambda: policy.in_flight)
-    cache = ProbeCache(settings.server.data_dir / "media-cache.sqlite")
+    # The stores make the data directory themselves: when they cannot, they degrade.
+    cache_path = settings.server.data_dir / "media-cache.sqlite"
+    cache = ProbeCache(cache_path, probe_cache_health(cache_path, metrics))
     stack.callback(cache.close)
     scanner = MediaScanner(
         settings.ffmpeg.ffprobe,
@@ -197,8 +226,9 @@ async def _build(
         timeout=settings.ffmpeg.probe_timeout,
         concurrency=settings.ffmpeg.probe_concurrency,
         progress=log_progress("channels"),
+        env=env,
     )
-    slate = SlateClip(settings.ffmpeg)
+    slate = SlateClip(settings.ffmpeg, env=env)
     slate.start()  # made in the background: nothing waits for it but a fill
     stack.push_async_callback(slate.close)
     registry = ChannelRegistry(
@@ -225,6 +255,8 @@ async def _build(
         pool=pool,
         monitor=monitor,
         logs=log_store,
+        storage=(log_store.health, cache.health),
+        tails=logs.TailSlots(settings.server.max_log_tails, metrics),
         ffmpeg_found=shutil.which(settings.ffmpeg.ffmpeg) is not None,
         started_at=time.monotonic(),
     )

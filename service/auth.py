@@ -2,6 +2,8 @@
 
 `/api/logs*` and every `/api/*` request that is not GET/HEAD need the token; streams,
 playlists, `/metrics` and probes stay open so that players and scrapers need nothing.
+With no token and a bind beyond loopback, the logs API is refused: log lines name
+files and directories that only operators should see.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
+def is_logs_api(path: str) -> bool:
+    return path == "/api/logs" or path.startswith("/api/logs/")
+
+
 def needs_token(method: str, path: str) -> bool:
-    if path == "/api/logs" or path.startswith("/api/logs/"):
+    if is_logs_api(path):
         return True
     return path.startswith("/api/") and method not in READ_METHODS
 
@@ -47,4 +53,19 @@ class BearerAuthMiddleware:
                 )
                 await response(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class LogsNeedTokenMiddleware:
+    """403 `token_required` for the logs API: bound beyond loopback with no token set."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_logs_api(scope["path"]):
+            detail = "beyond loopback, the logs API is served only with EXSTREAM_API_TOKEN set"
+            response = JSONResponse({"error": "token_required", "detail": detail}, status_code=403)
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)

@@ -33,6 +33,10 @@ class ServerSettings:
     graceful_shutdown: float = 3.0
     log_level: str = "INFO"
     log_format: str = "json"
+    max_connections: int = 0  # 0: derived from the open files limit
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    max_log_tails: int = 32
     api_token: str | None = field(default=None, repr=False)
 
 
@@ -49,6 +53,7 @@ class FfmpegSettings:
     gop_seconds: float = 2.0
     probe_timeout: float = 30.0
     probe_concurrency: int = 4
+    pass_env: tuple[str, ...] = ()  # more variables children get (fnmatch patterns)
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,14 @@ class _Reader:
 
     def convert(self, path: str, value: Any, default: Any) -> Any:
         check = _CHECKS.get(path.rsplit(".", 1)[-1])
+        if isinstance(default, tuple):
+            if not isinstance(value, list):
+                self.problem(path, f"expected an array of strings, got {_kind(value)}")
+            elif not all(isinstance(v, str) and v for v in value):
+                self.problem(path, "every entry must be a non-empty string")
+            else:
+                return self._checked(path, tuple(value), check)
+            return None
         if isinstance(default, bool):
             return self._typed(path, value, bool, "a boolean")
         if isinstance(default, int) and not isinstance(default, bool):
@@ -244,11 +257,19 @@ _CHECKS: dict[str, _Check] = {
     "buffer_bytes": (lambda v: v >= 188 * 1024, "must be at least 192512 (1024 packets)"),
     "workahead": (lambda v: 1 <= v <= 60, "must be between 1 and 60 seconds"),
     "max_rows": (lambda v: v >= 1000, "must be at least 1000"),
+    "pass_env": (
+        lambda v: not any(p.upper().startswith("EXSTREAM_") for p in v),
+        "EXSTREAM_* variables are never passed to ffmpeg",
+    ),
     "queue_size": (lambda v: v >= 1000, "must be at least 1000"),
+    "max_connections": (lambda v: v >= 0, "must be 0 (derived from the open files limit) or more"),
+    "max_header_bytes": (lambda v: v >= 1024, "must be at least 1024"),
+    "max_log_tails": (lambda v: v >= 1, "must be at least 1"),
     **{
         key: _positive
         for key in (
             "graceful_shutdown",
+            "header_timeout",
             "video_bitrate",
             "audio_bitrate",
             "gop_seconds",

@@ -6,6 +6,7 @@ class ExstreamError(Exception):
 
     code = "internal_error"
     status_code = 500
+    headers: dict[str, str] | None = None  # extra response headers, e.g. Retry-After
 
     @property
     def detail(self) -> str:
@@ -113,6 +114,16 @@ class SpawnFailed(PoolError):
 
     def __str__(self) -> str:
         return f"could not start {self.argv0}: {self.cause}"
+
+
+class ShortOfResources(SpawnFailed):
+    """The machine, not the channel: out of file descriptors, memory or processes."""
+
+    code = "short_of_resources"
+    reason = "resources"
+
+    def __str__(self) -> str:
+        return f"could not start {self.argv0}: {self.cause} (the machine is short of resources)"
 
 
 class PoolClosed(PoolError):

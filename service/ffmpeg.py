@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
-import subprocess
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 
+from service.children import Child, child_environment
 from service.config import FfmpegSettings
 from service.media import MediaItem
 
@@ -173,111 +172,28 @@ def code_class(returncode: int) -> str:
     return "signal" if returncode < 0 else "error"
 
 
-async def _discard(popen: subprocess.Popen[bytes]) -> None:
-    """End a process that will not be used: close its pipes, kill its group, reap it."""
-    for pipe in (popen.stdout, popen.stderr):
-        if pipe is not None:
-            pipe.close()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(popen.pid, signal.SIGKILL)
-    await asyncio.to_thread(popen.wait)
-
-
-class _Child:
-    """A process started off the event loop, with its pipes and exit joined to the loop.
-
-    asyncio (and uvloop) fork the whole server in the loop's thread, some 18 ms a spawn
-    for a large process: a restart storm would stall every viewer. `subprocess.Popen`
-    in a worker thread uses vfork; the exit is then seen through a pidfd on the loop.
-    """
-
-    def __init__(
-        self,
-        popen: subprocess.Popen[bytes],
-        stdout: asyncio.StreamReader,
-        stderr: asyncio.StreamReader,
-        transports: list[asyncio.BaseTransport],
-    ) -> None:
-        self.popen = popen
-        self.transports = transports
-        self.pid = popen.pid
-        self.stdout = stdout
-        self.stderr = stderr
-        loop = asyncio.get_running_loop()
-        self._exited: asyncio.Future[int] = loop.create_future()
-        self._pidfd = os.pidfd_open(popen.pid)
-        loop.add_reader(self._pidfd, self._reap)
-
-    @classmethod
-    async def spawn(cls, argv: Sequence[str], limit: int) -> _Child:
-        starting = asyncio.ensure_future(
-            asyncio.to_thread(
-                subprocess.Popen,
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        )
-        try:
-            popen = await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            # Cancelled while the thread starts it: the process still comes; end it.
-            with contextlib.suppress(Exception):
-                await _discard(await starting)
-            raise
-        loop = asyncio.get_running_loop()
-        readers: list[asyncio.StreamReader] = []
-        transports: list[asyncio.BaseTransport] = []
-        try:
-            for pipe in (popen.stdout, popen.stderr):
-                reader = asyncio.StreamReader(limit=limit)
-                protocol = functools.partial(asyncio.StreamReaderProtocol, reader)
-                pipe_transport, _ = await loop.connect_read_pipe(protocol, pipe)
-                readers.append(reader)
-                transports.append(pipe_transport)
-            return cls(popen, readers[0], readers[1], transports)
-        except BaseException:
-            for opened in transports:
-                opened.close()
-            await _discard(popen)  # and the pipes not joined to the loop yet
-            raise
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.returncode
-
-    def _reap(self) -> None:
-        asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        code = self.popen.wait()  # the pidfd is readable: the child has ended, no blocking
-        if not self._exited.done():
-            self._exited.set_result(code)
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
-
-    def close(self) -> None:
-        """Close the pipes (after the exit): a reader that stopped reading leaves them open."""
-        for transport in self.transports:
-            transport.close()
-
-
 class ManagedProcess:
     """A child in its own session; leaving the context always ends the whole group.
 
     SIGTERM (and SIGCONT, so a stopped process can act on it) -> bounded wait ->
-    SIGKILL -> wait, also when the surrounding task is cancelled.
+    SIGKILL -> wait, also when the surrounding task is cancelled. If exstream itself
+    dies, the kernel kills the process (service/children.py).
     """
 
     def __init__(
-        self, argv: Sequence[str], *, term_timeout: float = 2.0, stderr_lines: int = 20
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        term_timeout: float = 2.0,
+        stderr_lines: int = 20,
     ) -> None:
         self.argv = list(argv)
+        # The service passes the environment it built once; the default is as scrubbed.
+        self.env = dict(env) if env is not None else child_environment(os.environ)
         self.term_timeout = term_timeout
         self.stderr_tail: deque[str] = deque(maxlen=stderr_lines)
-        self._proc: _Child | None = None
+        self._proc: Child | None = None
         self._stderr_task: asyncio.Task[None] | None = None
 
     @property
@@ -296,7 +212,7 @@ class ManagedProcess:
     async def start(self) -> None:
         # The pipe is paused at twice this much unread: the channel's work-ahead, not
         # this buffer, decides how far a process runs ahead.
-        self._proc = await _Child.spawn(self.argv, limit=64 * 1024)
+        self._proc = await Child.spawn(self.argv, self.env, limit=64 * 1024)
         self._stderr_task = asyncio.create_task(self._read_stderr())
 
     async def _read_stderr(self) -> None:

@@ -4,6 +4,10 @@
 thread logged, and drops (counted) when the queue is full. One writer thread redacts,
 inserts in batches, enforces retention and wakes the live tails. Reads run in worker
 threads on their own connections, so neither side blocks the event loop.
+
+The store is never needed by the rest of the service: a read-only or full disk turns it
+off (entries dropped and counted, reads 503) until it can write again, and a damaged
+file is moved aside and created again (service/logfile.py, service/storage.py).
 """
 
 from __future__ import annotations
@@ -11,23 +15,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import json
 import queue
-import re
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from service.config import LogSettings
 from service.entryid import encode_id
-from telemetry.metrics import Metrics
+from service.logfile import Connect, LogFile
+from service.storage import DAMAGED, Fault, StoreHealth
+from telemetry.logging import redact, redact_value
+from telemetry.metrics import LOG_DROP_REASONS, Metrics
 
 LEVELS = {
     "TRACE": 5,
@@ -40,73 +47,11 @@ LEVELS = {
 }
 DEFAULT_LEVEL_NO = LEVELS["INFO"]  # custom loguru levels are filed as INFO
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-REDACTED = "[REDACTED]"
 RETENTION_CHUNK = 10_000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time_us INTEGER NOT NULL,
-    level_no INTEGER NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL,
-    logger TEXT,
-    channel TEXT,
-    trace_id TEXT,
-    span_id TEXT,
-    extra TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_time ON entries (time_us);
-CREATE INDEX IF NOT EXISTS entries_level ON entries (level_no, id);
-CREATE INDEX IF NOT EXISTS entries_channel ON entries (channel, id) WHERE channel IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_trace ON entries (trace_id, id) WHERE trace_id IS NOT NULL;
-"""
 _COLUMNS = "id, time_us, level, message, logger, channel, trace_id, span_id, extra"
-_INSERT = (
-    "INSERT INTO entries (time_us, level_no, level, message, logger, channel, trace_id,"
-    " span_id, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
-# Secrets: values after these markers are replaced before anything is stored.
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s\"',;}]+")
-_AUTH_HEADER = re.compile(
-    r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|digest|token|negotiate)\s+)?"
-    r"[^\s\"',;}]+"
-)
-_KEY_VALUE = re.compile(
-    r"(?i)((?:password|passwd|token|secret)[\w.-]*)"
-    r"(=|[\"']\s*:\s*[\"']|:\s+)([^\s&\"',;}]+)"
-)
-# A cheap first pass: most messages have none of these, and skip the substitutions.
-_MAYBE_SECRET = re.compile(r"(?i)bearer|authorization|passw|token|secret")
-_SECRET_KEY = re.compile(r"(?i)password|passwd|token|secret|authorization|api_?key|cookie")
 _encode_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
-
-
-def redact(text: str) -> str:
-    if _MAYBE_SECRET.search(text) is None:
-        return text
-    text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    return _KEY_VALUE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-
-
-@functools.lru_cache(maxsize=1024)
-def _secret_key(key: str) -> bool:
-    return _SECRET_KEY.search(key) is not None
-
-
-def redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list | tuple):
-        return [redact_value(v) for v in value]
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if _secret_key(str(k)) and v is not None else redact_value(v)
-            for k, v in value.items()
-        }
-    return value
 
 
 def micros(moment: datetime) -> int:
@@ -198,9 +143,14 @@ class _Flush:
 
 
 _STOP = object()
+_WAKE = object()  # a reader found damage: the writer deals with it now
 
 
 class LogStore:
+    """Entries in SQLite; a disk fault or a damaged file degrades the store, never the
+    service (service/logfile.py): entries that cannot be stored are dropped and counted,
+    reads that cannot be answered raise LogStoreUnavailable (503)."""
+
     def __init__(
         self,
         path: Path,
@@ -210,6 +160,8 @@ class LogStore:
         clock: Callable[[], float] = time.time,
         batch_size: int = 2000,
         retention_interval: float = 60.0,
+        reopen_interval: float = 10.0,
+        connect: Connect = sqlite3.connect,
     ) -> None:
         self.path = path
         self.settings = settings
@@ -217,27 +169,49 @@ class LogStore:
         self.clock = clock
         self.batch_size = batch_size
         self.retention_interval = retention_interval
-        self.queries = 0  # statements run on read connections; tests count them
+        self.health = StoreHealth(
+            "logs",
+            "log store",
+            "log entries are dropped (counted in exstream_logs_dropped_total)",
+            metrics,
+            path=path,
+            clock=clock,
+        )
+        self.file = LogFile(
+            path,
+            self.health,
+            reopen_interval=reopen_interval,
+            connect=connect,
+            on_change=self._wake_threadsafe,
+            on_damage=self._wake_writer,
+        )
         self._queue: queue.Queue[object] = queue.Queue(settings.queue_size)
+        self._dropped = {r: metrics.logs_dropped.labels(reason=r) for r in LOG_DROP_REASONS}
+        self._gate = threading.Lock()  # an entry is either queued before close, or counted
         self._accepting = True
         self._writer: threading.Thread | None = None
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self.closing = False
 
+    @property
+    def queries(self) -> int:
+        """Statements run on read connections; tests count them."""
+        return self.file.queries
+
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, entry: dict[str, Any]) -> None:
-        """The loguru sink: never blocks, drops (counted) when the writer is behind."""
-        if not self._accepting:
-            return
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
-            self.metrics.logs_dropped.inc()
+        """The loguru sink: never blocks; drops (counted) when the writer is behind or the
+        store is closed."""
+        with self._gate:
+            if not self._accepting:
+                self._dropped["closed"].inc()
+                return
+            try:
+                self._queue.put_nowait(entry)
+            except queue.Full:
+                self._dropped["queue_full"].inc()
 
     @property
     def backlog(self) -> int:
@@ -245,72 +219,58 @@ class LogStore:
         return self._queue.qsize()
 
     async def start(self) -> None:
+        """Open the file and start the writer; never raises: a store that cannot open its
+        file starts off and tries again every `reopen_interval` seconds."""
         self._loop = asyncio.get_running_loop()
-        connection = await asyncio.to_thread(self._connect, True)
-        self._writer = threading.Thread(
-            target=self._run, args=(connection,), name="logstore-writer", daemon=True
-        )
+        await asyncio.to_thread(self.file.open)
+        self._writer = threading.Thread(target=self._run, name="logstore-writer", daemon=True)
         self._writer.start()
 
-    def _connect(self, create: bool = False) -> sqlite3.Connection:
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        connection.execute("PRAGMA busy_timeout = 5000")
-        if create:
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.executescript(_SCHEMA)
-        with self._lock:
-            self._connections.append(connection)
-        return connection
-
-    def _run(self, connection: sqlite3.Connection) -> None:
+    def _run(self) -> None:
+        self.file.verify()
         next_retention = time.monotonic()
         stop = False
         while not stop:
-            timeout = max(0.0, next_retention - time.monotonic())
-            batch: list[dict[str, Any]] = []
-            flushes: list[_Flush] = []
-            try:
-                item: object = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            while item is not None:
-                if item is _STOP:
-                    stop = True
-                    break
-                if isinstance(item, _Flush):
-                    flushes.append(item)
-                elif isinstance(item, dict):
-                    batch.append(item)
-                if len(batch) >= self.batch_size:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    item = None
+            due = next_retention if self.file.db is not None else self.file.reopen_at
+            batch, flushes, stop = self._take(max(0.0, due - time.monotonic()))
+            self.file.heal()
             if batch:
-                self._insert(connection, batch)
-            if time.monotonic() >= next_retention:
-                more = self._retain(connection)
+                self._store([self._row(entry) for entry in batch])
+            if self.file.db is not None and time.monotonic() >= next_retention:
+                more = self._retain_or_heal(self.file.db)
                 next_retention = time.monotonic() + (0.0 if more else self.retention_interval)
             for flush in flushes:
                 flush.done.set()
-        connection.close()
+        self.file.stop()
 
-    def _insert(self, connection: sqlite3.Connection, batch: list[dict[str, Any]]) -> None:
-        rows = [self._row(entry) for entry in batch]
+    def _take(self, timeout: float) -> tuple[list[dict[str, Any]], list[_Flush], bool]:
+        """The next batch of entries, the flushes queued among them, and whether to stop."""
+        batch: list[dict[str, Any]] = []
+        flushes: list[_Flush] = []
         try:
-            connection.execute("BEGIN")
-            connection.executemany(_INSERT, rows)
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            self.metrics.logs_dropped.inc(len(rows))
-            # Not through loguru: that would feed the failing store again.
-            print(f"log store: dropped {len(rows)} entries: {exc}", file=sys.stderr)
+            item: object = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return batch, flushes, False
+        while True:
+            if item is _STOP:
+                return batch, flushes, True
+            if isinstance(item, _Flush):
+                flushes.append(item)
+            elif isinstance(item, dict):
+                batch.append(item)
+            if len(batch) >= self.batch_size:
+                return batch, flushes, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, flushes, False
+
+    def _store(self, rows: list[tuple[Any, ...]]) -> None:
+        if self.file.db is None:
+            self._dropped["unavailable"].inc(len(rows))
+            return
+        if not self.file.write(rows):
+            self._dropped["write_failed"].inc(len(rows))
             return
         for level, count in collections.Counter(row[2] for row in rows).items():
             self.metrics.log_entries.labels(level=level).inc(count)
@@ -337,12 +297,20 @@ class LogStore:
 
     def enforce_retention(self) -> None:
         """Delete by age and row count now, on a connection of the caller's own."""
-        connection = self._connect()
-        try:
+        with self.file.borrow() as connection:
             while self._retain(connection):
                 pass
-        finally:
-            self._forget(connection)
+
+    def _retain_or_heal(self, connection: sqlite3.Connection) -> bool:
+        try:
+            return self._retain(connection)
+        except sqlite3.Error as exc:
+            fault = Fault.of(exc)
+            if fault.reason == DAMAGED:
+                self.file.failed(fault)
+            else:  # the next insert tells whether the store can write
+                print(f"log store: retention failed: {exc}", file=sys.stderr)
+            return False
 
     def _retain(self, connection: sqlite3.Connection) -> bool:
         """Delete at most a chunk of expired rows per call; True when more remain."""
@@ -351,20 +319,15 @@ class LogStore:
         # Rows go only from the old end and AUTOINCREMENT never reuses ids, so
         # keeping ids above newest - max_rows keeps at most max_rows rows.
         floor = newest - self.settings.max_rows
-        try:
-            by_age = connection.execute(
-                "DELETE FROM entries WHERE id IN"
-                " (SELECT id FROM entries WHERE time_us < ? LIMIT ?)",
-                (cutoff, RETENTION_CHUNK),
-            ).rowcount
-            by_rows = connection.execute(
-                "DELETE FROM entries WHERE id IN"
-                " (SELECT id FROM entries WHERE id <= ? ORDER BY id LIMIT ?)",
-                (floor, RETENTION_CHUNK),
-            ).rowcount
-        except sqlite3.Error as exc:
-            print(f"log store: retention failed: {exc}", file=sys.stderr)
-            return False
+        by_age = connection.execute(
+            "DELETE FROM entries WHERE id IN (SELECT id FROM entries WHERE time_us < ? LIMIT ?)",
+            (cutoff, RETENTION_CHUNK),
+        ).rowcount
+        by_rows = connection.execute(
+            "DELETE FROM entries WHERE id IN"
+            " (SELECT id FROM entries WHERE id <= ? ORDER BY id LIMIT ?)",
+            (floor, RETENTION_CHUNK),
+        ).rowcount
         return by_age >= RETENTION_CHUNK or by_rows >= RETENTION_CHUNK
 
     async def flush(self, timeout: float = 10.0) -> None:
@@ -375,6 +338,10 @@ class LogStore:
         await asyncio.to_thread(self._queue.put, marker, True, timeout)
         if not await asyncio.to_thread(marker.done.wait, timeout):
             raise TimeoutError("log store writer did not catch up")
+
+    def _wake_writer(self) -> None:
+        with contextlib.suppress(queue.Full):  # a full queue: the writer is awake anyway
+            self._queue.put_nowait(_WAKE)
 
     # -- waking live tails -------------------------------------------------------------------
 
@@ -395,47 +362,36 @@ class LogStore:
     def close_streams(self) -> None:
         """End every live tail now (called on the loop when the server begins shutdown)."""
         self.closing = True
+        self.file.closing = True
         self._wake()
 
     async def close(self, timeout: float = 5.0) -> None:
+        """Store what was appended before, count what comes after (dropped, `closed`)."""
         self.close_streams()
-        self._accepting = False
+        with self._gate:
+            self._accepting = False
         writer = self._writer
-        if writer is not None:
+        if writer is not None and writer.is_alive():
             with contextlib.suppress(queue.Full):
                 await asyncio.to_thread(self._queue.put, _STOP, True, timeout)
             await asyncio.to_thread(writer.join, timeout)
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            with contextlib.suppress(sqlite3.Error):
-                connection.close()
+        self._dropped["closed"].inc(self._discard_queued())
+        self.file.close()
+
+    def _discard_queued(self) -> int:
+        """Entries the writer will never take (it stopped, or did not in time)."""
+        count = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return count
+            count += isinstance(item, dict)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _count(self, statement: str) -> None:
-        with self._lock:
-            self.queries += 1
-
-    def _fetch(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
-        try:
-            connection = self._readers.get_nowait()
-        except queue.Empty:
-            connection = self._connect()
-            connection.set_trace_callback(self._count)
-        try:
-            return connection.execute(sql, tuple(params)).fetchall()
-        finally:
-            self._readers.put(connection)
-
-    def _forget(self, connection: sqlite3.Connection) -> None:
-        with self._lock:
-            if connection in self._connections:
-                self._connections.remove(connection)
-        connection.close()
-
     def get_sync(self, key: int) -> LogEntry | None:
-        rows = self._fetch(f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (key,))
+        rows = self.file.fetch(f"SELECT {_COLUMNS} FROM entries WHERE id = ?", (key,))
         return _entry(rows[0]) if rows else None
 
     def page_sync(self, where: LogFilter, before: int | None, limit: int) -> list[LogEntry]:
@@ -468,7 +424,7 @@ class LogStore:
             branches.append(f"SELECT * FROM ({sql} ORDER BY id {order} LIMIT ?)")
             args += [*([] if level is None else [level]), *params, limit]
         sql = " UNION ALL ".join(branches) + f" ORDER BY id {order} LIMIT ?"
-        return [_entry(row) for row in self._fetch(sql, [*args, limit])]
+        return [_entry(row) for row in self.file.fetch(sql, [*args, limit])]
 
     def _id_range(self, where: LogFilter) -> tuple[list[str], list[int]]:
         """Row-id bounds that contain a time window, found on the time index in O(log n).
@@ -482,18 +438,18 @@ class LogStore:
         params: list[int] = []
         first = "SELECT id FROM entries WHERE time_us >= ? ORDER BY time_us LIMIT 1"
         if where.since_us is not None:
-            rows = self._fetch(first, (where.since_us - TIME_SLACK_US,))
+            rows = self.file.fetch(first, (where.since_us - TIME_SLACK_US,))
             conditions.append("id >= ?")
             params.append(int(rows[0][0]) if rows else 1 << 62)
         if where.until_us is not None:
-            rows = self._fetch(first, (where.until_us + TIME_SLACK_US,))
+            rows = self.file.fetch(first, (where.until_us + TIME_SLACK_US,))
             if rows:
                 conditions.append("id < ?")
                 params.append(int(rows[0][0]))
         return conditions, params
 
     def last_key_sync(self) -> int:
-        (key,) = self._fetch("SELECT COALESCE(MAX(id), 0) FROM entries", ())[0]
+        (key,) = self.file.fetch("SELECT COALESCE(MAX(id), 0) FROM entries", ())[0]
         return int(key)
 
     async def get(self, key: int) -> LogEntry | None:
@@ -507,6 +463,25 @@ class LogStore:
 
     async def last_key(self) -> int:
         return await asyncio.to_thread(self.last_key_sync)
+
+
+async def drain_logging(timeout: float) -> None:
+    """Wait, at most `timeout` seconds, until loguru has handed every queued entry to its
+    sinks: called before `LogStore.close`, so that lines logged just before are stored."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def complete() -> None:
+        logger.complete()
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+            loop.call_soon_threadsafe(done.set)
+
+    # A thread of its own, not the default executor: if a sink hangs, the thread must not
+    # hold up the loop's own shutdown, which joins the executor's threads.
+    threading.Thread(target=complete, name="log-drain", daemon=True).start()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await done.wait()
 
 
 def _text(value: Any) -> str | None:

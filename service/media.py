@@ -1,23 +1,37 @@
 """The media library: expanding configured paths and probing files with ffprobe.
 
-Probe results are cached in SQLite by path, mtime and size, so a rescan only probes
-new or changed files. Unreadable or corrupt files are skipped and reported, never fatal.
+Probe results are cached in SQLite by path, mtime and size (in memory when the data
+disk fails), so a rescan only probes new or changed files. Unreadable or corrupt files
+are skipped and reported, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import json
+import math
+import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loguru import logger
 
+from service.children import child_environment
 from service.config import GLOB_CHARS
+from service.storage import (
+    DAMAGED,
+    Fault,
+    StoreHealth,
+    check_integrity,
+    open_store,
+    replace_damaged,
+)
+from telemetry.metrics import Metrics
 
 MEDIA_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts"}
@@ -143,22 +157,86 @@ def item_from_probe(path: str, probe: dict[str, object]) -> MediaItem | Skipped:
 
 
 class ProbeCache:
-    """SQLite cache of probe results keyed by path, mtime and size."""
+    """SQLite cache of probe results keyed by path, mtime and size.
 
-    def __init__(self, path: Path | None) -> None:
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
-        self._db.execute(
-            f"CREATE TABLE IF NOT EXISTS probe_v{CACHE_VERSION} (path TEXT PRIMARY KEY,"
-            " mtime_ns INTEGER, size INTEGER, result TEXT)"
-        )
-        self._db.commit()
+    A pure cache: when its file cannot be used (a read-only or full disk, an I/O error),
+    results are kept in memory and the file is tried again, at a lookup, every
+    `reopen_interval` seconds; a damaged file is moved aside and created again.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        health: StoreHealth | None = None,
+        *,
+        reopen_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        connect: Callable[..., sqlite3.Connection] = sqlite3.connect,
+    ) -> None:
+        self.path = path
+        self.health = health if health is not None else probe_cache_health(path)
+        self.reopen_interval = reopen_interval
+        self.clock = clock
+        self.connect = connect
+        self._reopen_at = math.inf  # finite while in memory in place of the file
+        self._db = _memory()
+        if path is not None:
+            self._use(open_store(path, self._open_file, self.health))
+
+    def _open_file(self) -> sqlite3.Connection:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = self.connect(self.path, check_same_thread=False)
+        try:
+            check_integrity(db)
+            _create_table(db)
+            # Reading works on a read-only or full disk: only a write shows the store works.
+            with db:
+                db.execute(f"INSERT OR REPLACE INTO {_TABLE} VALUES ('', 0, 0, 'null')")
+                db.execute(f"DELETE FROM {_TABLE} WHERE path = ''")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _use(self, db: sqlite3.Connection | None) -> None:
+        """The file from now on, or (None) memory until the next try."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if db is None:
+            self._db = _memory()
+            self._reopen_at = self.clock() + self.reopen_interval
+        else:
+            self._db = db
+            self._reopen_at = math.inf
+            self.health.recover()
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        if self.path is None:  # memory itself failed: start again empty
+            self._db = _memory()
+            return
+        fault = Fault.of(exc)
+        if fault.reason == DAMAGED:
+            self._db.close()
+            self._use(replace_damaged(self.path, fault, self._open_file, self.health))
+        else:
+            self.health.degrade(fault)
+            self._use(None)
+
+    def _reopen_when_due(self) -> None:
+        if self.path is not None and self.clock() >= self._reopen_at:
+            self._use(open_store(self.path, self._open_file, self.health))
 
     def get(self, path: str, mtime_ns: int, size: int) -> MediaItem | Skipped | None:
-        row = self._db.execute(
-            f"SELECT result FROM probe_v{CACHE_VERSION}"
-            " WHERE path = ? AND mtime_ns = ? AND size = ?",
-            (path, mtime_ns, size),
-        ).fetchone()
+        self._reopen_when_due()
+        try:
+            row = self._db.execute(
+                f"SELECT result FROM {_TABLE} WHERE path = ? AND mtime_ns = ? AND size = ?",
+                (path, mtime_ns, size),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None  # a miss: the file is probed again
         if row is None:
             return None
         data = json.loads(row[0])
@@ -166,15 +244,48 @@ class ProbeCache:
         return MediaItem(**data) if kind == "item" else Skipped(**data)
 
     def put(self, path: str, mtime_ns: int, size: int, result: MediaItem | Skipped) -> None:
+        self._reopen_when_due()
         kind = "item" if isinstance(result, MediaItem) else "skipped"
-        self._db.execute(
-            f"INSERT OR REPLACE INTO probe_v{CACHE_VERSION} VALUES (?, ?, ?, ?)",
-            (path, mtime_ns, size, json.dumps({"kind": kind, **asdict(result)})),
-        )
-        self._db.commit()
+        row = (path, mtime_ns, size, json.dumps({"kind": kind, **asdict(result)}))
+        try:
+            self._write(row)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            self._write(row)  # into the new file, or memory
+
+    def _write(self, row: tuple[str, int, int, str]) -> None:
+        with self._db:
+            self._db.execute(f"INSERT OR REPLACE INTO {_TABLE} VALUES (?, ?, ?, ?)", row)
 
     def close(self) -> None:
         self._db.close()
+
+
+_TABLE = f"probe_v{CACHE_VERSION}"
+
+
+def probe_cache_health(path: Path | None, metrics: Metrics | None = None) -> StoreHealth:
+    return StoreHealth(
+        "probe_cache",
+        "probe cache",
+        "probe results are kept in memory only (a restart probes every file again)",
+        metrics,
+        path=path,
+    )
+
+
+def _memory() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    _create_table(db)
+    return db
+
+
+def _create_table(db: sqlite3.Connection) -> None:
+    with db:
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {_TABLE}"
+            " (path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, result TEXT)"
+        )
 
 
 Progress = Callable[[int, int], None]
@@ -189,12 +300,15 @@ class MediaScanner:
         timeout: float = 30.0,
         concurrency: int = 4,
         progress: Progress | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.ffprobe = ffprobe
         self.cache = cache
         self.timeout = timeout
         self.concurrency = concurrency
         self.progress = progress
+        # The service passes the environment it built once; the default is as scrubbed.
+        self.env = dict(env) if env is not None else child_environment(os.environ)
 
     async def scan(self, patterns: Sequence[str]) -> ScanResult:
         files = await asyncio.to_thread(expand, patterns)
@@ -244,6 +358,7 @@ class MediaScanner:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                env=self.env,
             )
         except OSError as exc:
             return Skipped(path, "unreadable", f"cannot run ffprobe: {exc}")

@@ -70,6 +70,22 @@ LOG_FILTERS = [
 ]
 LOGS_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 UNAUTHORIZED = error("Bearer token missing or wrong (only when EXSTREAM_API_TOKEN is set).")
+LOG_STORE_UNAVAILABLE = error(
+    "log_store_unavailable: the log store is off (read-only or full disk) or its damaged"
+    " file is being created again; detail says why. Streaming is not affected."
+)
+CROSS_SITE = error(
+    "cross_site_request: a browser's request for another site's page; send"
+    " Content-Type: application/json, or call from this origin."
+)
+TOKEN_REQUIRED = error(
+    "token_required: bound beyond loopback with no EXSTREAM_API_TOKEN set, the logs API is refused."
+)
+PATH = {
+    "type": "string",
+    "description": "Full path for the token's holder (or anyone, bound to loopback with no"
+    " token set); otherwise the file name only.",
+}
 
 
 def get(summary: str, responses: Schema, **more: Any) -> Schema:
@@ -83,7 +99,9 @@ def log_entry(summary: str, **more: Any) -> Schema:
             "200": {"description": "The entry", **content(ref("LogEntry"))},
             "400": error("Malformed id."),
             "401": UNAUTHORIZED,
+            "403": TOKEN_REQUIRED,
             "404": error("Well-formed id of no stored entry."),
+            "503": LOG_STORE_UNAVAILABLE,
         },
         parameters=[ENTRY_ID],
         security=LOGS_AUTH,
@@ -132,12 +150,21 @@ SCHEMAS: dict[str, Schema] = {
             "pid": nullable("integer"),
             "uptime_seconds": nullable("number"),
             "restarts": {"type": "integer"},
-            "failure": {"nullable": True},
+            "failure": {
+                "nullable": True,
+                "description": "Why it failed; directories cut out unless paths are shown.",
+            },
             "last_output_at": nullable("string"),
-            "current": nullable("object"),
+            "current": nullable("object", properties={"title": {"type": "string"}, "path": PATH}),
             "media_items": {"type": "integer"},
-            "skipped_media": {"type": "array", "items": {"type": "object"}},
-            "skipped_items": {"type": "array", "items": {"type": "object"}},
+            "skipped_media": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"path": PATH}},
+            },
+            "skipped_items": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"path": PATH}},
+            },
             "workahead_seconds": {"type": "number"},
             "horizon_seconds": {"type": "number"},
             "stream_url": {"type": "string"},
@@ -146,7 +173,15 @@ SCHEMAS: dict[str, Schema] = {
     "Probe": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
+        "properties": {
+            "status": {"type": "string"},
+            "checks": {"type": "object"},
+            "storage": {
+                "type": "object",
+                "description": "The stores on the data disk (logs, probe_cache): degraded,"
+                " reason, detail, since, moved_aside. They never decide readiness.",
+            },
+        },
     },
 }
 
@@ -187,7 +222,10 @@ PATHS: dict[str, Schema] = {
     "/lineup.post": {
         "post": {
             "summary": "HDHomeRun channel scan request: the lineup is the configuration.",
-            "responses": {"200": {"description": "Accepted, nothing to scan"}},
+            "responses": {
+                "200": {"description": "Accepted, nothing to scan"},
+                "403": CROSS_SITE,
+            },
         }
     },
     "/device.xml": get(
@@ -237,6 +275,7 @@ PATHS: dict[str, Schema] = {
                     ),
                 },
                 "401": UNAUTHORIZED,
+                "403": CROSS_SITE,
                 "404": error("No such channel."),
                 "409": error("The channel is not running."),
             },
@@ -266,6 +305,8 @@ PATHS: dict[str, Schema] = {
             "200": {"description": "A page", **content(ref("LogPage"))},
             "400": error("Bad filter (detail names it) or malformed cursor."),
             "401": UNAUTHORIZED,
+            "403": TOKEN_REQUIRED,
+            "503": LOG_STORE_UNAVAILABLE,
         },
         parameters=[
             *LOG_FILTERS,
@@ -284,6 +325,11 @@ PATHS: dict[str, Schema] = {
             "200": text("Events", "text/event-stream"),
             "400": error("Bad filter or malformed Last-Event-ID."),
             "401": UNAUTHORIZED,
+            "403": TOKEN_REQUIRED,
+            "503": error(
+                "too_many_log_tails (every live tail is in use), or log_store_unavailable"
+                " (the log store is off: read-only or full disk, or being created again)."
+            ),
         },
         parameters=[
             *LOG_FILTERS,

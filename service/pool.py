@@ -3,24 +3,35 @@
 `async with pool.spawn(channel, argv) as proc:` waits for a slot and a start-up token
 (both bounded by `acquire_timeout`), starts the process in its own session, and on the
 way out always ends its whole process group and frees the slot, also on cancellation.
+A spawn that fails because the machine is short of resources raises ShortOfResources,
+which the runner waits out instead of spending the channel's restart budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from service.errors import PoolClosed, PoolError, PoolExhausted, SpawnFailed
+from service.children import child_environment
+from service.errors import PoolClosed, PoolError, PoolExhausted, ShortOfResources, SpawnFailed
 from service.ffmpeg import ManagedProcess
 from service.ratelimit import Clock, TokenBucket
 from telemetry.metrics import Metrics, trace_exemplar
 
-ProcessFactory = Callable[[Sequence[str]], ManagedProcess]
+# A spawn that failed for these is the machine's shortage, which passes, not the channel's.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+
+
+class ProcessFactory(Protocol):
+    def __call__(self, argv: Sequence[str], *, env: Mapping[str, str]) -> ManagedProcess: ...
 
 
 class ProcessPool:
@@ -33,6 +44,7 @@ class ProcessPool:
         acquire_timeout: float = 30.0,
         tracer: Tracer | None = None,
         process_factory: ProcessFactory = ManagedProcess,
+        env: Mapping[str, str] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.capacity = capacity
@@ -41,6 +53,7 @@ class ProcessPool:
         self.acquire_timeout = acquire_timeout
         self.tracer = tracer or trace.get_tracer("exstream")
         self.process_factory = process_factory
+        self.env = dict(env) if env is not None else child_environment(os.environ)
         self.clock = clock
         self.in_use = 0
         self.closed = False
@@ -107,11 +120,12 @@ class ProcessPool:
     async def _start(self, channel: str, argv: Sequence[str]) -> ManagedProcess:
         attributes = {"exstream.channel": channel, "process.executable.name": argv[0]}
         with self.tracer.start_as_current_span("ffmpeg.spawn", attributes=attributes) as span:
-            proc = self.process_factory(argv)
+            proc = self.process_factory(argv, env=self.env)
             try:
                 await proc.start()
             except OSError as exc:
-                error = SpawnFailed(argv[0], exc.strerror or str(exc))
+                kind = ShortOfResources if exc.errno in RESOURCE_ERRNOS else SpawnFailed
+                error = kind(argv[0], exc.strerror or str(exc))
                 self.metrics.pool_acquire_failures.labels(reason=error.reason).inc()
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 raise error from None

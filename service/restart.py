@@ -4,7 +4,9 @@ At most `max_restarts` restarts of a channel within `restart_window` (OTP / syst
 style); between attempts an exponential backoff with jitter (tenacity's
 `wait_exponential_jitter`); at most `max_in_flight` restarts under way across all
 channels. A refused restart raises RestartBudgetExhausted: the channel goes to
-`failed` until the cool-down passes or an operator resets it.
+`failed` until the cool-down passes or an operator resets it. A spawn the machine had
+no resources for (file descriptors, memory) is retried with the same backoff through
+`defer`, which spends no budget.
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ class RestartPolicy:
         self._history.setdefault(channel, deque()).append(self.clock())
         self.in_flight += 1
         return Admission(attempt, self._release)
+
+    async def defer(self, failures: int) -> None:
+        """Back off before the next spawn after `failures` in a row that the machine was
+        short of resources for: the same backoff, but outside the budget, which is for
+        channels that are broken, not for a machine that is busy."""
+        await self.sleep(self.backoff(failures))
 
     def _release(self) -> None:
         self.in_flight -= 1

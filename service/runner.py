@@ -8,7 +8,8 @@ that cannot be played (ffmpeg fails on the file, or it ends early) is skipped wi
 reason and the gap is filled with the slate. A process that crashes, stalls (the
 health monitor kills it) or cannot be spawned goes through the restart policy and
 resumes where the timeline is; when the policy refuses, the channel is `failed` until
-the cool-down passes or an operator resets it.
+the cool-down passes or an operator resets it. A spawn the machine is short of
+resources for is not the channel's fault: it is retried with backoff, outside the budget.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from service.errors import (
     PoolError,
     RestartBudgetExhausted,
     ServiceStopping,
+    ShortOfResources,
+    SpawnFailed,
 )
 from service.ffmpeg import ItemPlan, ManagedProcess, code_class, item_argv, slate_argv
 from service.hub import Hub
@@ -63,7 +66,7 @@ class ChannelState(enum.StrEnum):
 class Crash:
     """Why a process ended when it should not have; `reason` is a metric label."""
 
-    reason: str  # exited, stalled, spawn_failed, exhausted, rate_limited, closed
+    reason: str  # exited, stalled, spawn_failed, resources, exhausted, rate_limited, closed
     detail: str
     link: SpanContext | None = None
 
@@ -121,6 +124,7 @@ class ChannelRunner:
         self.timeline = self._new_timeline()
         self._skip_until: dict[str, float] = {}  # path -> schedule time it is skipped to
         self._failures = 0
+        self._shortage = 0  # spawns in a row the machine had no resources for
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._stall: SpanContext | None = None
@@ -271,6 +275,7 @@ class ChannelRunner:
         )
 
     async def _supervise(self) -> None:
+        self._shortage = 0
         self.timeline = self._new_timeline()
         self.hub.discontinuity()
         pacer = asyncio.create_task(self._pace(), name=f"pacer-{self.key}")
@@ -303,6 +308,9 @@ class ChannelRunner:
                 crash = await self._play(plan, span, admission)
             else:
                 crash = await self._play(plan, span, admission)
+            if crash is not None and crash.reason == ShortOfResources.reason:
+                await self._wait_for_resources(crash, span, admission)
+                continue  # plan again; the attempt under way (span, admission) goes on
             span = admission = None
             if crash is None:
                 continue
@@ -350,6 +358,38 @@ class ChannelRunner:
                 attempt=admission.attempt, reason=crash.reason,
             )  # fmt: skip
         return span, admission
+
+    async def _wait_for_resources(
+        self, crash: Crash, span: Span | None, admission: Admission | None
+    ) -> None:
+        """A spawn failed for lack of file descriptors, memory or processes: the machine's
+        fault, not the channel's, so no restart budget is spent. Try again after a backoff
+        (viewers see slate meanwhile); one WARNING per episode, the API's `failure` says why.
+        """
+        self._shortage += 1
+        if self._shortage == 1:
+            logger.bind(channel=self.key).warning(
+                "channel {} cannot start a process: {}; retrying", self.key, crash.detail,
+                reason=crash.reason,
+            )  # fmt: skip
+        self.failure = crash.detail
+        if admission is not None:
+            admission.release()  # an in-flight slot is for starting, not for waiting
+        try:
+            await self.policy.defer(self._shortage)
+        except BaseException:
+            if span is not None:
+                span.end()
+            raise
+
+    def _shortage_over(self) -> None:
+        if self._shortage:
+            logger.bind(channel=self.key).info(
+                "channel {} is no longer short of resources ({} spawn(s) failed for lack of them)",
+                self.key, self._shortage, reason=ShortOfResources.reason,
+            )  # fmt: skip
+            self._shortage = 0
+            self.failure = None
 
     def _span(self, name: str, links: list[Link] | None = None, **attributes: str) -> Span:
         attrs = {"exstream.channel": self.key}
@@ -478,12 +518,14 @@ class ChannelRunner:
         tail = ""
         splicer = self.timeline.splicer
         ended = False
+        deferred = False  # the machine was short of resources: the attempt goes on
         try:
             argv = self._argv(plan)
             async with contextlib.AsyncExitStack() as process_scope:
                 with trace.use_span(span or trace.INVALID_SPAN, end_on_exit=False):
                     spawning = self.pool.spawn(self.key, argv)
                     proc = await process_scope.enter_async_context(spawning)
+                self._shortage_over()
                 process_scope.callback(self._process_ended)
                 self.process = proc
                 self.item = plan if isinstance(plan, ItemPlan) else None
@@ -507,6 +549,11 @@ class ChannelRunner:
                     produced = splicer.frames - frames_before
                     ended = True
         except PoolError as exc:
+            if isinstance(exc, ShortOfResources):
+                deferred = True
+                return Crash(exc.reason, str(exc))
+            if isinstance(exc, SpawnFailed):
+                self._shortage_over()  # and a genuine failure now
             if span is not None:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
             return Crash(exc.reason, str(exc))
@@ -520,10 +567,10 @@ class ChannelRunner:
             if not ended:
                 splicer.cut()
             started = span is None or not span.is_recording()  # ended at the first output
-            if admission is not None and not started:
+            if admission is not None and not started and not deferred:
                 admission.release()
                 self.metrics.restarts.labels(channel=self.key, outcome="failed").inc()
-            for open_span in (first, span) if not started else ():
+            for open_span in (first, span) if not (started or deferred) else ():
                 if open_span is not None and open_span.is_recording():
                     open_span.set_status(Status(StatusCode.ERROR, "no output"))
                     open_span.end()

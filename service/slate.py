@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 
 from loguru import logger
 
@@ -19,9 +20,16 @@ MAX_BYTES = 32 * 1024 * 1024
 
 
 class SlateClip:
-    def __init__(self, settings: FfmpegSettings, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: FfmpegSettings,
+        *,
+        timeout: float = 30.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.timeout = timeout
+        self.env = env
         self.clip: bytes | None = None
         self.error: str | None = None
         self._done = asyncio.Event()
@@ -50,7 +58,7 @@ class SlateClip:
         seconds = max(1.0, self.settings.gop_seconds)
         argv = slate_argv(self.settings, seconds)
         try:
-            async with asyncio.timeout(self.timeout), ManagedProcess(argv) as proc:
+            async with asyncio.timeout(self.timeout), ManagedProcess(argv, env=self.env) as proc:
                 data = b""
                 while piece := await proc.stdout.read(1 << 20):
                     data += piece

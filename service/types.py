@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, cast
 from starlette.requests import Request
 
 if TYPE_CHECKING:
+    from service.api.logs import TailSlots
     from service.channels import ChannelRegistry
     from service.config import Settings
     from service.health import HealthMonitor
     from service.logstore import LogStore
     from service.pool import ProcessPool
+    from service.storage import StoreHealth
     from telemetry.metrics import Metrics
 
 
@@ -24,8 +26,10 @@ class AppState:
     pool: ProcessPool
     monitor: HealthMonitor
     logs: LogStore
+    tails: TailSlots
     ffmpeg_found: bool
     started_at: float
+    storage: tuple[StoreHealth, ...] = ()  # the stores on the data disk, for /readyz
 
 
 def app_state(request: Request) -> AppState:

@@ -1,9 +1,15 @@
-"""Loguru set-up: one JSON object per entry, trace ids from the active span, stdlib intercepted."""
+"""Loguru set-up: one JSON object per entry, trace ids from the active span, stdlib intercepted.
+
+Every entry is redacted once, before any sink sees it: stderr (JSON or text) and the log
+store get the same text.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC
@@ -21,11 +27,67 @@ LogSink = Callable[[dict[str, Any]], None]
 STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio")
 
 
+REDACTED = "[REDACTED]"
+
+# Secrets: values after these markers are replaced before any sink sees them.
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s\"',;}]+")
+_AUTH_HEADER = re.compile(
+    r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|digest|token|negotiate)\s+)?"
+    r"[^\s\"',;}]+"
+)
+_KEY_VALUE = re.compile(
+    r"(?i)((?:password|passwd|token|secret)[\w.-]*)"
+    r"(=|[\"']\s*:\s*[\"']|:\s+)([^\s&\"',;}]+)"
+)
+# A cheap first pass: most messages have none of these, and skip the substitutions.
+_MAYBE_SECRET = re.compile(r"(?i)bearer|authorization|passw|token|secret")
+_SECRET_KEY = re.compile(r"(?i)password|passwd|token|secret|authorization|api_?key|cookie")
+
+
+def redact(text: str) -> str:
+    if _MAYBE_SECRET.search(text) is None:
+        return text
+    text = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _KEY_VALUE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with secrets redacted: in text, and whole values under secret-like keys.
+    Other objects become their redacted text, as the JSON line would show them."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_field(str(k), v) for k, v in value.items()}
+    return redact(value if isinstance(value, str) else str(value))
+
+
+def _redact_field(key: str, value: Any) -> Any:
+    return REDACTED if value is not None and _secret_key(key) else redact_value(value)
+
+
 def add_trace_ids(record: Record) -> None:
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         record["extra"].setdefault("trace_id", format(context.trace_id, "032x"))
         record["extra"].setdefault("span_id", format(context.span_id, "016x"))
+
+
+def patch(record: Record) -> None:
+    """The one patcher: trace ids, then redaction of the message and the extra fields
+    (new values, never the caller's objects changed)."""
+    add_trace_ids(record)
+    record["message"] = redact(record["message"])
+    extra = record["extra"]
+    for key, value in extra.items():
+        extra[key] = _redact_field(key, value)
 
 
 def entry_of(record: Record) -> dict[str, Any]:
@@ -90,12 +152,15 @@ def configure_logging(
 ) -> None:
     """Replace loguru's handlers: stderr (JSON or text) plus `sinks` (e.g. the log store)."""
     logger.remove()
-    logger.configure(patcher=add_trace_ids, extra={"channel": None})
+    logger.configure(patcher=patch, extra={"channel": None})
     out = stream if stream is not None else sys.stderr
     if fmt == "json":
         logger.add(_JsonLines(out), level=level, enqueue=enqueue, catch=True)
     else:
-        logger.add(out, level=level, format=TEXT_FORMAT, enqueue=enqueue, catch=True)
+        # diagnose=False: a traceback must not print local variables (a token, say).
+        logger.add(
+            out, level=level, format=TEXT_FORMAT, enqueue=enqueue, catch=True, diagnose=False
+        )
     for sink in sinks:
         logger.add(_EntrySink(sink), level=level, enqueue=enqueue, catch=True)
     intercept_stdlib(level)

@@ -29,9 +29,12 @@ UNHEALTHY_REASONS = (
 RESTART_OUTCOMES = ("started", "failed", "refused")
 EXIT_CODE_CLASSES = ("ok", "error", "signal")
 DROP_REASONS = ("slow", "send_timeout")
+CONNECTION_REJECT_REASONS = ("header_too_large", "header_timeout", "idle", "connection_limit")
 REBUILD_RESULTS = ("ok", "replaced", "empty", "error")
-ACQUIRE_FAILURES = ("exhausted", "rate_limited", "spawn_failed", "closed")
+ACQUIRE_FAILURES = ("exhausted", "rate_limited", "spawn_failed", "resources", "closed")
 SKIP_REASONS = ("unreadable", "no_streams", "timeout")
+LOG_DROP_REASONS = ("queue_full", "unavailable", "write_failed", "closed")
+STORES = ("logs", "probe_cache")
 ITEM_SKIP_REASONS = ("failed", "no_output", "ended_early")
 FILLER_REASONS = ("no_content", "skipped", "starved")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -91,6 +94,30 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.http_cross_site_refused = Counter(
+            "exstream_http_cross_site_refused_total",
+            "State-changing requests refused as a browser's cross-site request (403).",
+            registry=r,
+        )
+        self.http_connections = Gauge(
+            "exstream_http_connections", "Open HTTP connections.", registry=r
+        )
+        self.http_connections_limit = Gauge(
+            "exstream_http_connections_limit",
+            "Most HTTP connections served at once; more are refused.",
+            registry=r,
+        )
+        self.http_connections_rejected = Counter(
+            "exstream_http_connections_rejected_total",
+            "HTTP connections refused or closed before a whole request head, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.open_files_limit = Gauge(
+            "exstream_open_files_limit",
+            "The process's open files limit (RLIMIT_NOFILE soft limit).",
+            registry=r,
+        )
         # The cascade: health, restarts, pool, rate limit, processes.
         self.unhealthy = Counter(
             "exstream_channel_unhealthy_total",
@@ -123,8 +150,13 @@ class Metrics:
         )
         self.pool_acquire_failures = Counter(
             "exstream_pool_acquire_failures_total",
-            "Slot requests that failed, by reason (exhausted, rate_limited, spawn_failed, closed).",
+            "Slot requests that failed, by reason (exhausted, rate_limited, spawn_failed, ...).",
             ["reason"],
+            registry=r,
+        )
+        self.orphans_reaped = Counter(
+            "exstream_orphans_reaped_total",
+            "Processes left behind by an earlier run on the same data directory, killed at start.",
             registry=r,
         )
         self.ratelimit_tokens = Gauge(
@@ -195,13 +227,35 @@ class Metrics:
         )
         self.logs_dropped = Counter(
             "exstream_logs_dropped_total",
-            "Log entries the store dropped because its writer fell behind.",
+            "Log entries the store could not keep, by reason (queue_full, unavailable, ...).",
+            ["reason"],
             registry=r,
         )
         self.logs_invalid_id = Counter(
             "exstream_logs_invalid_id_total",
             "Malformed log entry ids or cursors rejected before any lookup, by kind.",
             ["kind"],
+            registry=r,
+        )
+        # Stores on the data disk (the log store, the probe cache).
+        self.storage_degraded = Gauge(
+            "exstream_storage_degraded",
+            "1 while a store on the data disk cannot be used as configured, by store.",
+            ["store"],
+            registry=r,
+        )
+        self.storage_damaged = Counter(
+            "exstream_storage_damaged_total",
+            "Damaged store files moved aside (and created again), by store.",
+            ["store"],
+            registry=r,
+        )
+        self.log_tails = Gauge(
+            "exstream_log_tails", "Live log tails (/api/logs/stream) open.", registry=r
+        )
+        self.log_tails_rejected = Counter(
+            "exstream_log_tails_rejected_total",
+            "Live log tails refused because [server] max_log_tails were open.",
             registry=r,
         )
         self.build_info = Gauge(
@@ -215,10 +269,17 @@ class Metrics:
         self.restarts_in_flight.set(0)
         for reason in ACQUIRE_FAILURES:
             self.pool_acquire_failures.labels(reason=reason)
+        for reason in CONNECTION_REJECT_REASONS:
+            self.http_connections_rejected.labels(reason=reason)
         for reason in SKIP_REASONS:
             self.media_skipped.labels(reason=reason)
         for level in LOG_LEVELS:
             self.log_entries.labels(level=level)
+        for reason in LOG_DROP_REASONS:
+            self.logs_dropped.labels(reason=reason)
+        for store in STORES:
+            self.storage_degraded.labels(store=store).set(0)
+            self.storage_damaged.labels(store=store)
 
     def add_channel(self, channel: str) -> None:
         """Create the series of a configured channel at zero (gauges are set by their owners)."""

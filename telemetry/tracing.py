@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.util.http import ExcludeList
 from starlette.middleware import Middleware
-from starlette.types import Message, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
 
@@ -104,9 +104,24 @@ def shutdown_tracing(provider: trace.TracerProvider) -> None:
         provider.shutdown()
 
 
+_QUERY_STRING = "exstream.query_string"
+
+
 class _HttpTracing(OpenTelemetryMiddleware):
     """The instrumentation's middleware, with the chunks of a streamed body passed
-    straight through: a stream sends thousands of them and none changes the span."""
+    straight through: a stream sends thousands of them and none changes the span.
+
+    It never sees the query string, which it would record (`http.url`, `url.query`) and
+    which may carry a secret (`?token=`); the application below gets it back.
+    """
+
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+        super().__init__(_with_query_string(app), **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            scope = {**scope, "query_string": b"", _QUERY_STRING: scope["query_string"]}
+        await super().__call__(scope, receive, send)
 
     def _get_otel_send(self, *args: Any) -> Callable[[Message], Awaitable[None]]:
         traced: Callable[[Message], Awaitable[None]] = super()._get_otel_send(*args)  # type: ignore[no-untyped-call]
@@ -121,13 +136,23 @@ class _HttpTracing(OpenTelemetryMiddleware):
         return otel_send
 
 
+def _with_query_string(app: ASGIApp) -> ASGIApp:
+    async def restored(scope: Scope, receive: Receive, send: Send) -> None:
+        if _QUERY_STRING in scope:
+            scope = {**scope, "query_string": scope[_QUERY_STRING]}
+            del scope[_QUERY_STRING]
+        await app(scope, receive, send)
+
+    return restored
+
+
 def http_tracing(provider: trace.TracerProvider) -> Middleware:
     """HTTP server spans named by route template (`GET /api/channels/{number:int}`).
 
     The ASGI middleware of the Starlette instrumentation, minus its per-message spans
     (one span per `send`, for every chunk of every viewer, about doubles the CPU of a
-    stream) and minus any work per streamed chunk. A stream's span lasts as long as the
-    viewer stays.
+    stream), minus any work per streamed chunk, and minus query strings. A stream's span
+    lasts as long as the viewer stays.
     """
     tracer = provider.get_tracer(
         "opentelemetry.instrumentation.starlette",

@@ -45,6 +45,8 @@ def shown(value: Any) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, str | Path):
         return f'`"{value}"`'
+    if isinstance(value, tuple):
+        return "`[" + ", ".join(f'"{v}"' for v in value) + "]`"
     if isinstance(value, datetime):
         return "`" + value.isoformat().replace("+00:00", "Z") + "`"
     return f"`{value}`"

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 
 from service.channels import Channel
 from service.errors import ExstreamError
+from service.exposure import file_name, shows_paths, without_directories
 from service.runner import ChannelState
 from service.types import app_state
 
@@ -36,12 +37,26 @@ def rfc3339(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def channel_status(channel: Channel, base_url: str, now: float) -> dict[str, Any]:
+def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) -> dict[str, Any]:
+    """The channel's status; with `paths` false, media paths are file names only."""
     runner = channel.runner
     current = channel.playout.entry_at(now)
     uptime = None
     if runner.running and runner.started_at is not None:
         uptime = round(time.monotonic() - runner.started_at, 3)
+    known = [
+        *channel.config.media,
+        *(s.path for s in channel.skipped),
+        *(s.path for s in runner.skips.values()),
+        *([] if current is None else [current.item.path]),
+    ]
+
+    def path(value: str) -> str:
+        return value if paths else file_name(value)
+
+    def text(value: str | None) -> str | None:
+        return value if paths or value is None else without_directories(value, known)
+
     return {
         "number": channel.number,
         "name": channel.config.name,
@@ -51,21 +66,22 @@ def channel_status(channel: Channel, base_url: str, now: float) -> dict[str, Any
         "pid": runner.pid,
         "uptime_seconds": uptime,
         "restarts": runner.restarts,
-        "failure": runner.failure,
+        "failure": text(runner.failure),
         "last_output_at": rfc3339(runner.last_output_wall),
         "current": None
         if current is None
         else {
             "title": current.item.title,
-            "path": current.item.path,
+            "path": path(current.item.path),
             "start": rfc3339(current.start),
             "end": rfc3339(current.end),
             "offset_seconds": round(current.inpoint + now - current.start, 3),
         },
         "media_items": len(channel.playout.items),
-        "skipped_media": [{"path": s.path, "reason": s.reason} for s in channel.skipped],
+        "skipped_media": [{"path": path(s.path), "reason": s.reason} for s in channel.skipped],
         "skipped_items": [
-            {"path": s.path, "reason": s.reason, "detail": s.detail} for s in runner.skips.values()
+            {"path": path(s.path), "reason": s.reason, "detail": text(s.detail)}
+            for s in runner.skips.values()
         ],
         "workahead_seconds": round(runner.workahead, 3),
         "horizon_seconds": round(channel.playout.horizon(now), 3),
@@ -82,15 +98,18 @@ async def list_channels(request: Request) -> JSONResponse:
     state = app_state(request)
     now = state.channels.wall()
     url = base_url(request)
-    return JSONResponse(
-        {"channels": [channel_status(c, url, now) for c in state.channels.channels.values()]}
-    )
+    paths = shows_paths(state.settings.server, request.headers.get("authorization"))
+    channels = state.channels.channels.values()
+    return JSONResponse({"channels": [channel_status(c, url, now, paths=paths) for c in channels]})
 
 
 async def get_channel(request: Request) -> JSONResponse:
     state = app_state(request)
     channel = state.channels.get(request.path_params["number"])
-    return JSONResponse(channel_status(channel, base_url(request), state.channels.wall()))
+    paths = shows_paths(state.settings.server, request.headers.get("authorization"))
+    return JSONResponse(
+        channel_status(channel, base_url(request), state.channels.wall(), paths=paths)
+    )
 
 
 async def restart_channel(request: Request) -> JSONResponse:

@@ -10,23 +10,28 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterable
 from datetime import UTC, datetime, timedelta, timezone
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 import service.entryid  # registers the entry_id convertor  # noqa: F401
 from service.entryid import InvalidToken, TokenKind, decode, encode_cursor
 from service.errors import ExstreamError
+from service.logfile import LogStoreUnavailable
 from service.logstore import LEVELS, LogFilter, LogStore, micros
+from service.refusals import RefusalReport
 from service.types import app_state
+from telemetry.metrics import Metrics
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 TAIL_BATCH = 500
 KEEPALIVE_SECONDS = 15.0
+TAIL_RETRY_AFTER = 10
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))"
 )
@@ -59,6 +64,66 @@ class EntryNotFound(ExstreamError):
 
     def __str__(self) -> str:
         return f"no log entry {self.entry_id!r} (never existed or removed by retention)"
+
+
+class TooManyLogTails(ExstreamError):
+    code = "too_many_log_tails"
+    status_code = 503
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # Closed after the answer: a client retrying in a loop holds no idle connection.
+        self.headers = {"Retry-After": str(TAIL_RETRY_AFTER), "Connection": "close"}
+        super().__init__(limit)
+
+    def __str__(self) -> str:
+        return f"all {self.limit} live log tails are in use; retry later"
+
+    def __repr__(self) -> str:
+        return f"TooManyLogTails(limit={self.limit!r})"
+
+
+class TailSlots:
+    """Live tails against `[server] max_log_tails`: a slot is taken before the response
+    starts and given back when it ends, however it ends."""
+
+    def __init__(self, limit: int, metrics: Metrics, report: RefusalReport | None = None) -> None:
+        self.limit = limit
+        self.metrics = metrics
+        self.report = report if report is not None else RefusalReport()
+        self.open = 0
+
+    def check(self) -> None:
+        """Refuse if every slot is taken: before any work, so a flood of tails costs little."""
+        if self.open >= self.limit:
+            self.metrics.log_tails_rejected.inc()
+            self.report.record("live log tail", "log_tail_limit", f"{self.limit} open")
+            raise TooManyLogTails(self.limit)
+
+    def take(self) -> None:
+        self.check()
+        self.open += 1
+        self.metrics.log_tails.set(self.open)
+
+    def give_back(self) -> None:
+        self.open -= 1
+        self.metrics.log_tails.set(self.open)
+
+
+class TailResponse(StreamingResponse):
+    def __init__(self, content: AsyncIterable[str], slots: TailSlots) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slots.give_back()
 
 
 def parse_rfc3339(name: str, text: str) -> datetime:
@@ -160,6 +225,8 @@ async def reject_entry_id(request: Request) -> JSONResponse:
 
 
 async def stream_entries(request: Request) -> StreamingResponse:
+    slots = app_state(request).tails
+    slots.check()
     where = parse_filter(request)
     store = store_of(request)
     last_event_id = request.headers.get("last-event-id")
@@ -167,11 +234,9 @@ async def stream_entries(request: Request) -> StreamingResponse:
         after = decode_token(request, "entry_id", last_event_id.strip())
     else:
         after = await store.last_key()
-    return StreamingResponse(
-        tail(store, where, after),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    # Taken after the last await: the response that gives it back starts right away.
+    slots.take()
+    return TailResponse(tail(store, where, after), slots)
 
 
 async def tail(
@@ -181,7 +246,13 @@ async def tail(
     yield ": exstream log tail\n\n"
     while not store.closing:
         changed = store.changed()
-        entries = await store.after(where, after, TAIL_BATCH)
+        try:
+            entries = await store.after(where, after, TAIL_BATCH)
+        except LogStoreUnavailable as exc:
+            # The headers are sent: say why in a comment, and try again at the next commit
+            # (the store's return wakes tails too) or keep-alive.
+            entries = []
+            yield f": {exc}\n\n"
         for entry in entries:
             yield f"id: {entry.id}\ndata: {json.dumps(entry.as_json(), ensure_ascii=False)}\n\n"
             after = entry.key

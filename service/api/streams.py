@@ -2,13 +2,16 @@
 
 The response is a plain ASGI loop, not StreamingResponse: nothing runs per chunk but the
 send itself. A viewer that stops reading is dropped after `send_timeout`; one that
-falls out of the channel's buffer is dropped at its next read.
+falls out of the channel's buffer is dropped at its next read. A dropped viewer's
+connection is aborted (the server's `exstream.abort` extension): closing it would keep
+its socket and unsent bytes until the client leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from loguru import logger
@@ -18,8 +21,14 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.hub import Subscription, ViewerDropped
+from service.protocol import ABORT_EXTENSION
 from service.types import app_state
 from telemetry.metrics import Metrics
+
+# Reasons a viewer is dropped for not reading fast enough: its unsent bytes are dropped too.
+NOT_READING = frozenset({"slow", "send_timeout"})
+# How long an aborted connection may take to report its disconnect.
+DISCONNECT_WAIT = 1.0
 
 
 class TransportStreamResponse(Response):
@@ -60,25 +69,7 @@ class TransportStreamResponse(Response):
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
                 self.sent += len(first)
-            pump = asyncio.create_task(self._pump(send))
-            listen = asyncio.create_task(_wait_for_disconnect(receive))
-            watchdog = _SendWatchdog(self, pump)
-            try:
-                done, pending = await asyncio.wait(
-                    {pump, listen}, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                watchdog.stop()
-                for task in (pump, listen):  # also when this request is cancelled
-                    task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if watchdog.fired:
-                self.reason = "send_timeout"
-            elif listen in done:
-                self.reason = "client_closed"
-            elif pump.result():
-                self._annotate_span()  # the last body message ends the span
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self._serve(receive, send, _abort_of(scope))
         finally:
             await self.watch.__aexit__(None, None, None)
             self._annotate_span()
@@ -87,6 +78,33 @@ class TransportStreamResponse(Response):
                 self.channel, time.monotonic() - started, self.sent, self.reason,
                 bytes_sent=self.sent, reason=self.reason,
             )  # fmt: skip
+
+    async def _serve(self, receive: Receive, send: Send, abort: Callable[[], None] | None) -> None:
+        pump = asyncio.create_task(self._pump(send))
+        listen = asyncio.create_task(_wait_for_disconnect(receive))
+        watchdog = _SendWatchdog(self, pump)
+        try:
+            done, _ = await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+            watchdog.stop()
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            if watchdog.fired:
+                self.reason = "send_timeout"
+            elif listen in done:
+                self.reason = "client_closed"
+                return
+            if self.reason in NOT_READING and abort is not None:
+                abort()
+                # uvicorn reports a response that ends unfinished as an error, unless it
+                # has seen the disconnect first.
+                await asyncio.wait({listen}, timeout=DISCONNECT_WAIT)
+            elif not watchdog.fired and pump.result():
+                self._annotate_span()  # the last body message ends the span
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watchdog.stop()
+            for task in (pump, listen):  # also when this request is cancelled
+                task.cancel()
 
     def _annotate_span(self) -> None:
         # The HTTP server span is current here, and open until the response ends.
@@ -145,6 +163,13 @@ class _SendWatchdog:
 
     def stop(self) -> None:
         self.handle.cancel()
+
+
+def _abort_of(scope: Scope) -> Callable[[], None] | None:
+    abort: Callable[[], None] | None = (
+        scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    )
+    return abort
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -37,7 +38,10 @@ def write_config(
 ) -> Path:
     server = {"host": "127.0.0.1", "port": free_port(), "data_dir": str(directory / "data")}
     server.update(sections.pop("server", {}))
-    ffmpeg = {"width": 320, "height": 240, "video_bitrate": 400_000, "preset": "ultrafast"}
+    ffmpeg: dict[str, Any] = {
+        "width": 320, "height": 240, "video_bitrate": 400_000, "preset": "ultrafast",
+        "pass_env": ["FAKE_FFMPEG_*"],  # the stand-in's plan, log and source
+    }  # fmt: skip
     ffmpeg.update(sections.pop("ffmpeg", {}))
     document = {"server": server, "ffmpeg": ffmpeg, **sections, "channels": channels}
     path = directory / "channels.toml"
@@ -143,10 +147,21 @@ class Recorder(threading.Thread):
 
 @contextlib.contextmanager
 def run_server(
-    config: Path, env: dict[str, str] | None = None, ready_timeout: float = 60
+    config: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
+    open_files: int | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Server]:
+    """The server of `config`; `open_files` sets its RLIMIT_NOFILE (soft and hard); `cwd`
+    its working directory."""
     log_path = config.parent / "server.log"
     full_env = {**os.environ, "EXSTREAM_LOG_LEVEL": "DEBUG", **(env or {})}
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--config", str(config)],
@@ -154,6 +169,8 @@ def run_server(
             stderr=subprocess.STDOUT,
             env=full_env,
             start_new_session=True,
+            preexec_fn=limit_open_files if open_files is not None else None,
+            cwd=cwd,
         )
     import tomllib
 

@@ -118,6 +118,26 @@ def test_dependencies_and_published_ports_name_real_services() -> None:
             assert container in ports[name], f"{name} publishes {container}, not listened on"
 
 
+def published(service: str) -> list[tuple[str | None, int]]:
+    """(host address or None for every interface, container port) of each published port."""
+    result = []
+    for mapping in services()[service].get("ports", []):
+        parts = str(mapping).split(":")
+        result.append((parts[0] if len(parts) == 3 else None, int(parts[-1])))
+    return result
+
+
+def test_only_exstream_is_published_beyond_loopback_and_only_with_a_token() -> None:
+    for name in services():
+        if name != "exstream":
+            for address, port in published(name):
+                assert address == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+    token = services()["exstream"]["environment"]["EXSTREAM_API_TOKEN"]
+    # Compose refuses to start when the variable is unset or empty.
+    assert re.fullmatch(r"\$\{EXSTREAM_API_TOKEN:\?[^}]+\}", token), token
+    assert command("exstream")[command("exstream").index("--host") + 1] == "0.0.0.0"
+
+
 def test_dockerfile_copies_what_exists_and_serves_the_exstream_port() -> None:
     assert services()["exstream"]["build"] == "."
     dockerfile = (ROOT / "Dockerfile").read_text("utf-8")

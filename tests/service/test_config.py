@@ -69,6 +69,10 @@ public_url = "http://tv.example"
 graceful_shutdown = 5
 log_level = "debug"
 log_format = "text"
+max_connections = 500
+max_header_bytes = 65536
+header_timeout = 5
+max_log_tails = 4
 
 [ffmpeg]
 width = 640
@@ -77,6 +81,7 @@ fps = 30
 video_bitrate = 1_000_000
 gop_seconds = 1.5
 preset = "ultrafast"
+pass_env = ["LIBVA_*", "CUDA_VISIBLE_DEVICES"]
 
 [playout]
 epoch = 2023-05-01T00:00:00Z
@@ -123,9 +128,13 @@ seed = 42
     assert isinstance(settings.server.graceful_shutdown, float)
     assert settings.server.log_level == "DEBUG"
     assert settings.server.log_format == "text"
+    assert settings.server.max_connections == 500
+    assert (settings.server.max_header_bytes, settings.server.header_timeout) == (65536, 5.0)
+    assert settings.server.max_log_tails == 4
     assert (settings.ffmpeg.width, settings.ffmpeg.height, settings.ffmpeg.fps) == (640, 360, 30)
     assert settings.ffmpeg.gop_seconds == 1.5
     assert settings.ffmpeg.preset == "ultrafast"
+    assert settings.ffmpeg.pass_env == ("LIBVA_*", "CUDA_VISIBLE_DEVICES")
     assert settings.playout.epoch == datetime(2023, 5, 1, tzinfo=UTC)
     assert (settings.playout.min_horizon, settings.playout.segment_max) == (600.0, 120.0)
     assert settings.stream.buffer_bytes == 1_000_000
@@ -209,6 +218,10 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
     ({"server": {"log_format": "xml"}}, "server.log_format: must be one of json, text"),
     ({"server": {"graceful_shutdown": "3"}}, "server.graceful_shutdown: expected a number, got"),
     ({"server": {"graceful_shutdown": False}}, "server.graceful_shutdown: expected a number, got"),
+    ({"server": {"max_connections": -1}}, "server.max_connections: must be 0 (derived from"),
+    ({"server": {"max_header_bytes": 100}}, "server.max_header_bytes: must be at least 1024"),
+    ({"server": {"header_timeout": 0}}, "server.header_timeout: must be greater than 0"),
+    ({"server": {"max_log_tails": 0}}, "server.max_log_tails: must be at least 1"),
     ({"health": {"stall_timeout": -1}}, "health.stall_timeout: must be greater than 0"),
     ({"health": {"stall_timeout": 0}}, "health.stall_timeout: must be greater than 0"),
     ({"health": {"stall_timeout": float("inf")}}, "health.stall_timeout: must be a finite number"),
@@ -221,6 +234,9 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
     ),
     ({"ffmpeg": {"width": 641}}, "ffmpeg.width: must be an even number of pixels"),
     ({"ffmpeg": {"fps": 0}}, "ffmpeg.fps: must be between 1 and 120"),
+    ({"ffmpeg": {"pass_env": "PATH"}}, "ffmpeg.pass_env: expected an array of strings, got a"),
+    ({"ffmpeg": {"pass_env": ["A", 1]}}, "ffmpeg.pass_env: every entry must be a non-empty"),
+    ({"ffmpeg": {"pass_env": ["EXSTREAM_*"]}}, "ffmpeg.pass_env: EXSTREAM_* variables are never"),
     ({"playout": {"min_horizon": 10}}, "playout.min_horizon: must be at least 60 seconds"),
     ({"playout": {"epoch": "yesterday"}}, "playout.epoch: not an RFC 3339 date-time: 'yesterday'"),
     ({"playout": {"epoch": 5}}, "playout.epoch: expected a date-time, got int"),

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from loguru import logger
+from prometheus_client import CollectorRegistry
 
 from service.demo import make_clip
 from service.media import (
@@ -20,7 +24,11 @@ from service.media import (
     Skipped,
     expand,
     item_from_probe,
+    probe_cache_health,
 )
+from telemetry.metrics import Metrics
+from tests.conftest import FakeClock
+from tests.damage import DAMAGES
 
 Clips = Callable[[int, float], list[Path]]
 
@@ -374,3 +382,97 @@ def test_results_cached_by_an_older_version_are_probed_again(tmp_path: Path) -> 
     cache.put(item.path, 1, 10, item)
     cache.close()
     assert ProbeCache(path).get(item.path, 1, 10) == item
+
+
+# -- a disk or a file that turns hostile: the cache falls back to memory -----------------------
+
+ITEM = MediaItem("/m/a.mp4", 3.0, "a", "h264", "aac", 2, 2, video_index=0, audio_index=1)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    yield lines
+    logger.remove(handler)
+
+
+def gauge(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value("exstream_storage_degraded", {"store": "probe_cache"})
+    return value if value is not None else -1.0
+
+
+@pytest.mark.parametrize("damage", ["damaged header", "random bytes", "truncated"])
+def test_a_damaged_cache_file_is_moved_aside_and_created_again(
+    tmp_path: Path, damage: str, logged: list[str]
+) -> None:
+    path = tmp_path / "media-cache.sqlite"
+    cache = ProbeCache(path)
+    for i in range(300):  # a few pages, so that half of them is a truncated file
+        cache.put(f"/m/{i}.mp4", 1, 10, ITEM)
+    cache.close()
+    path.write_bytes(DAMAGES[damage](path.read_bytes()))
+    metrics = Metrics(CollectorRegistry())
+    cache = ProbeCache(path, probe_cache_health(path, metrics))
+    assert cache.get(ITEM.path, 1, 10) is None
+    cache.put(ITEM.path, 1, 10, ITEM)
+    cache.close()
+    assert ProbeCache(path).get(ITEM.path, 1, 10) == ITEM  # on disk again
+    (copy,) = tmp_path.glob("media-cache.sqlite.damaged-*")
+    assert cache.health.as_json() == {"degraded": False, "moved_aside": [copy.name]}
+    damaged = {"store": "probe_cache"}
+    assert metrics.registry.get_sample_value("exstream_storage_damaged_total", damaged) == 1
+    assert gauge(metrics) == 0
+    (warning,) = [w for w in logged if w.startswith("WARNING")]
+    assert warning.startswith("WARNING probe cache was damaged (")
+    assert warning.endswith(f"moved aside to {copy} and created again")
+
+
+def test_a_cache_that_cannot_open_works_in_memory_until_the_file_can(
+    tmp_path: Path, clock: FakeClock, logged: list[str]
+) -> None:
+    path = tmp_path / "media-cache.sqlite"
+    path.mkdir()  # a directory where the file should be: SQLite cannot open it, even as root
+    metrics = Metrics(CollectorRegistry())
+    cache = ProbeCache(path, probe_cache_health(path, metrics), reopen_interval=60, clock=clock)
+    assert cache.health.fault is not None and cache.health.fault.reason == "unwritable"
+    assert gauge(metrics) == 1
+    cache.put(ITEM.path, 1, 10, ITEM)
+    assert cache.get(ITEM.path, 1, 10) == ITEM  # in memory
+    path.rmdir()
+    clock.advance(30)
+    assert cache.get(ITEM.path, 1, 10) == ITEM  # not yet tried again
+    assert not path.exists()
+    clock.advance(31)
+    assert cache.get(ITEM.path, 1, 10) is None  # the file, empty: probed again once
+    cache.put(ITEM.path, 1, 10, ITEM)
+    cache.close()
+    assert ProbeCache(path).get(ITEM.path, 1, 10) == ITEM
+    assert gauge(metrics) == 0
+    assert [w.split(":")[0] for w in logged if "probe cache" in w] == [
+        "WARNING probe cache degraded (unwritable)",
+        "INFO probe cache recovered",
+    ]
+
+
+def test_a_full_disk_moves_the_cache_to_memory(tmp_path: Path, logged: list[str]) -> None:
+    limit = {"pages": 0}  # 0: no limit
+
+    def connect(database: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection: sqlite3.Connection = sqlite3.connect(database, **kwargs)
+        if limit["pages"]:
+            connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
+        return connection
+
+    path = tmp_path / "media-cache.sqlite"
+    ProbeCache(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (limit["pages"],) = db.execute("PRAGMA page_count").fetchone()
+    cache = ProbeCache(path, connect=connect)  # the file opens; it cannot grow
+    assert not cache.health.degraded
+    for i in range(100):
+        cache.put(f"/m/{i}.mp4", 1, 10, ITEM)
+    assert cache.health.fault is not None and cache.health.fault.reason == "disk_full"
+    assert cache.get("/m/99.mp4", 1, 10) == ITEM  # kept in memory
+    assert sum(1 for w in logged if w.startswith("WARNING probe cache degraded")) == 1
+    cache.close()

@@ -91,3 +91,13 @@ async def test_global_in_flight_cap(clock: FakeClock) -> None:
     second.release()
     admission.release()
     assert p.in_flight == 0
+
+
+async def test_a_deferred_spawn_backs_off_without_spending_the_budget(clock: FakeClock) -> None:
+    p = policy(clock)
+    for failures in range(1, 6):
+        await p.defer(failures)
+    assert p.recent("1") == 0 and p.in_flight == 0
+    assert len(clock.sleeps) == 5  # doubling, plus up to 1 s of jitter, at most backoff_max
+    assert all(0.5 * 2**i <= s <= min(0.5 * 2**i + 1, 8.0) for i, s in enumerate(clock.sleeps))
+    assert (await p.admit("1")).attempt == 1  # the budget is whole
