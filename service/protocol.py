@@ -149,6 +149,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.awaiting_head = True
         self.head_bytes = 0
+        self.head_tail = b""
         self.head_timer: asyncio.TimerHandle | None = None
         self.refused = False
 
@@ -168,20 +169,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.refused:
             return
         if self.awaiting_head:
-            self.head_bytes += len(data)
+            # Only the head counts: up to its blank line when this read holds it (a body
+            # may follow in the same read). Checked before parsing, so an oversized head
+            # is never buffered.
+            seen = self.head_tail + data  # the blank line may straddle two reads
+            end = seen.find(b"\r\n\r\n")
+            self.head_bytes += len(data) if end < 0 else end + 4 - len(self.head_tail)
+            self.head_tail = seen[-3:]
+            if self.head_bytes > self.guard.limits.max_header_bytes:
+                self._refuse("header_too_large")
+                return
         super().data_received(data)
-        # Checked after parsing, so a whole head followed by a body in one read passes;
-        # a head still open holds at most the limit plus one read.
-        if (
-            self.awaiting_head
-            and self.head_bytes > self.guard.limits.max_header_bytes
-            and not self.transport.is_closing()
-        ):
-            self._refuse("header_too_large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {ABORT_EXTENSION: {"abort": self.abort}}
+        self.scope.setdefault("extensions", {})[ABORT_EXTENSION] = {"abort": self.abort}
         if self.head_timer is None:  # a later request of a kept-alive connection
             self._arm_head_timer()
 
@@ -194,6 +196,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self.awaiting_head = True
         self.head_bytes = 0
+        self.head_tail = b""
 
     def abort(self) -> None:
         """Reset the connection now, discarding what the client has not read yet."""

@@ -174,6 +174,29 @@ def test_huge_request_heads_get_431_and_server_memory_stays_flat(tmp_path: Path)
         assert server.get("/healthz").status_code == 200
 
 
+def test_the_head_limit_counts_the_head_only_and_holds_within_one_read(tmp_path: Path) -> None:
+    with run_server(write_config(tmp_path, [], server={"max_header_bytes": 4096})) as server:
+
+        def answer(*parts: bytes) -> bytes:
+            with connect(server) as sock:
+                for part in parts:
+                    sock.sendall(part)
+                return sock.recv(65536)
+
+        big = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n"
+        assert answer(big).startswith(b"HTTP/1.1 431 ")  # whole, in one write
+        head = b"POST /lineup.post HTTP/1.1\r\nHost: t\r\nContent-Length: 60000\r\n"
+        body = b"x" * 60000
+        # A small head with a big body in the same write, or with its blank line split
+        # over two writes: neither is a big head.
+        for parts in ((head + b"\r\n" + body,), (head + b"\r", b"\n" + body)):
+            assert not answer(*parts).startswith(b"HTTP/1.1 431 "), parts[0][:40]
+        assert (
+            server.metric("exstream_http_connections_rejected_total", reason="header_too_large")
+            == 1
+        )
+
+
 def test_slow_request_heads_are_closed_after_the_header_timeout_while_viewers_watch(
     fake_channel: Callable[..., tuple[Path, dict[str, str]]],
 ) -> None:
