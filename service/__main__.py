@@ -122,7 +122,7 @@ def serve(settings: Settings) -> int:
 
     server_settings = settings.server
     try:
-        provider = configure_tracing(os.environ)
+        provider = configure_tracing(os.environ, version=__version__)
     except TracingConfigError as exc:
         print(f"exstream: {exc}", file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ from service.media import MediaScanner, ProbeCache, log_progress, probe_cache_he
 from service.orphans import marker, reap_orphans
 from service.pool import ProcessFactory, ProcessPool
 from service.ratelimit import TokenBucket
+from service.refusals import TailSlots
 from service.restart import RestartPolicy
 from service.slate import SlateClip
 from service.types import AppState
@@ -106,7 +107,7 @@ def create_app(
     process_factory: ProcessFactory = ManagedProcess,
     tracer_provider: trace.TracerProvider | None = None,
 ) -> Starlette:
-    metrics = Metrics(registry)
+    metrics = Metrics(registry, version=__version__)
     for channel in settings.channels:
         metrics.add_channel(str(channel.number))
     provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
@@ -256,7 +257,7 @@ async def _build(
         monitor=monitor,
         logs=log_store,
         storage=(log_store.health, cache.health),
-        tails=logs.TailSlots(settings.server.max_log_tails, metrics),
+        tails=TailSlots(settings.server.max_log_tails, metrics),
         ffmpeg_found=shutil.which(settings.ffmpeg.ffmpeg) is not None,
         started_at=time.monotonic(),
     )

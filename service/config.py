@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from service.errors import ConfigError
+from telemetry.logging import LOG_LEVELS
 
 ChannelMode = Literal["on_demand", "always_on"]
 MODES: tuple[ChannelMode, ...] = ("on_demand", "always_on")
 LOG_FORMATS = ("json", "text")
-LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 GLOB_CHARS = frozenset("*?[")
 
 

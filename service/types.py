@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, cast
 from starlette.requests import Request
 
 if TYPE_CHECKING:
-    from service.api.logs import TailSlots
     from service.channels import ChannelRegistry
     from service.config import Settings
     from service.health import HealthMonitor
     from service.logstore import LogStore
     from service.pool import ProcessPool
+    from service.refusals import TailSlots
     from service.storage import StoreHealth
     from telemetry.metrics import Metrics
 

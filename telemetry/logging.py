@@ -21,6 +21,8 @@ from opentelemetry import trace
 if TYPE_CHECKING:
     from loguru import Message, Record
 
+# loguru's levels, in order: the values of `[server] log_level` and of a log's `level`.
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LogSink = Callable[[dict[str, Any]], None]
 """Receives each entry as the dict that the JSON line is made of."""
 

@@ -12,7 +12,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import __version__
+from telemetry.logging import LOG_LEVELS
 
 CHANNEL_STATES = ("stopped", "starting", "running", "slate", "restarting", "failed")
 # Known label values: their series exist at zero from the start, so rate() and
@@ -37,13 +37,14 @@ LOG_DROP_REASONS = ("queue_full", "unavailable", "write_failed", "closed")
 STORES = ("logs", "probe_cache")
 ITEM_SKIP_REASONS = ("failed", "no_output", "ended_early")
 FILLER_REASONS = ("no_content", "skipped", "starved")
-LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, version: str = "unknown"
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # Channels and viewers.
@@ -264,7 +265,7 @@ class Metrics:
             ["version", "python"],
             registry=r,
         )
-        self.build_info.labels(version=__version__, python=platform.python_version()).set(1)
+        self.build_info.labels(version=version, python=platform.python_version()).set(1)
         self.pool_processes.set(0)
         self.restarts_in_flight.set(0)
         for reason in ACQUIRE_FAILURES:

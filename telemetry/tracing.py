@@ -16,7 +16,6 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.instrumentation.starlette import _get_default_span_details
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
@@ -28,9 +27,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.util.http import ExcludeList
 from starlette.middleware import Middleware
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from service import __version__
 
 SERVICE = "exstream"
 TRACER = "exstream"
@@ -40,12 +38,27 @@ OTLP_PROTOCOLS = ("http/protobuf",)
 UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz")
 
 
+def route_span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
+    """Span name `{method} {route}` and `http.route`, by the route template that matches
+    (never the raw path, which would make one span name per channel or log id)."""
+    method: str = scope.get("method", "")
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            template: str = getattr(route, "path", "")
+            return f"{method} {template}".strip(), {"http.route": template}
+    return method, {}
+
+
 class TracingConfigError(ValueError):
     """An `OTEL_*` variable names something this build cannot do."""
 
 
 def configure_tracing(
-    environ: Mapping[str, str] | None = None, *, instance_id: str | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    version: str = "unknown",
+    instance_id: str | None = None,
 ) -> trace.TracerProvider:
     """A tracer provider for the service; a no-op one when `OTEL_SDK_DISABLED=true`."""
     env = os.environ if environ is None else environ
@@ -55,7 +68,7 @@ def configure_tracing(
     resource = Resource.create(
         {
             SERVICE_NAME: env.get("OTEL_SERVICE_NAME", "").strip() or SERVICE,
-            SERVICE_VERSION: __version__,
+            SERVICE_VERSION: version,
             SERVICE_INSTANCE_ID: instance_id or str(uuid.uuid4()),
         }
     )
@@ -162,7 +175,7 @@ def http_tracing(provider: trace.TracerProvider) -> Middleware:
         "excluded_urls": ExcludeList(
             [rf"^[a-z]+://[^/]+{path}(?:[/?]|$)" for path in UNTRACED_PATHS]
         ),
-        "default_span_details": _get_default_span_details,
+        "default_span_details": route_span_details,
         "tracer": tracer,
         # Request metrics are Prometheus's job here (telemetry.metrics).
         "meter_provider": NoOpMeterProvider(),

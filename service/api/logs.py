@@ -23,15 +23,13 @@ from service.entryid import InvalidToken, TokenKind, decode, encode_cursor
 from service.errors import ExstreamError
 from service.logfile import LogStoreUnavailable
 from service.logstore import LEVELS, LogFilter, LogStore, micros
-from service.refusals import RefusalReport
+from service.refusals import TailSlots
 from service.types import app_state
-from telemetry.metrics import Metrics
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 TAIL_BATCH = 500
 KEEPALIVE_SECONDS = 15.0
-TAIL_RETRY_AFTER = 10
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))"
 )
@@ -64,50 +62,6 @@ class EntryNotFound(ExstreamError):
 
     def __str__(self) -> str:
         return f"no log entry {self.entry_id!r} (never existed or removed by retention)"
-
-
-class TooManyLogTails(ExstreamError):
-    code = "too_many_log_tails"
-    status_code = 503
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        # Closed after the answer: a client retrying in a loop holds no idle connection.
-        self.headers = {"Retry-After": str(TAIL_RETRY_AFTER), "Connection": "close"}
-        super().__init__(limit)
-
-    def __str__(self) -> str:
-        return f"all {self.limit} live log tails are in use; retry later"
-
-    def __repr__(self) -> str:
-        return f"TooManyLogTails(limit={self.limit!r})"
-
-
-class TailSlots:
-    """Live tails against `[server] max_log_tails`: a slot is taken before the response
-    starts and given back when it ends, however it ends."""
-
-    def __init__(self, limit: int, metrics: Metrics, report: RefusalReport | None = None) -> None:
-        self.limit = limit
-        self.metrics = metrics
-        self.report = report if report is not None else RefusalReport()
-        self.open = 0
-
-    def check(self) -> None:
-        """Refuse if every slot is taken: before any work, so a flood of tails costs little."""
-        if self.open >= self.limit:
-            self.metrics.log_tails_rejected.inc()
-            self.report.record("live log tail", "log_tail_limit", f"{self.limit} open")
-            raise TooManyLogTails(self.limit)
-
-    def take(self) -> None:
-        self.check()
-        self.open += 1
-        self.metrics.log_tails.set(self.open)
-
-    def give_back(self) -> None:
-        self.open -= 1
-        self.metrics.log_tails.set(self.open)
 
 
 class TailResponse(StreamingResponse):
