@@ -9,7 +9,16 @@ from __future__ import annotations
 import platform
 
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    make_asgi_app,
+)
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from telemetry.logging import LOG_LEVELS
@@ -47,6 +56,13 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # `_created` series: one more series per counter and histogram that no query of
+        # ours reads (rate() and increase() handle resets without them).
+        disable_created_metrics()
+        # The process's own CPU, memory and descriptors (process_open_fds against
+        # process_max_fds), and the Python version (python_info).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         # Channels and viewers.
         self.channel_up = Gauge(
             "exstream_channel_up",

@@ -253,3 +253,12 @@ async def test_exemplars_only_for_sampled_spans_and_only_in_openmetrics() -> Non
     assert plain.headers["content-type"].startswith("text/plain")
     assert "exstream_pool_acquire_duration_seconds_bucket" in plain.text
     assert "trace_id" not in plain.text
+
+
+def test_process_metrics_come_from_the_injected_registry_without_created_series() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.add_channel("1")
+    samples = {s.name for family in metrics.registry.collect() for s in family.samples}
+    assert {"process_open_fds", "process_max_fds", "process_resident_memory_bytes"} <= samples
+    assert {"process_cpu_seconds_total", "python_info"} <= samples
+    assert not [name for name in samples if name.endswith("_created")]
