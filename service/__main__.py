@@ -94,6 +94,32 @@ def _load(path: str) -> Settings:
         raise SystemExit(2) from None
 
 
+class ListenError(Exception):
+    def __str__(self) -> str:
+        host, port, reason = self.args
+        return f"cannot listen on {host}:{port}: {reason}"
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The listening socket, made before anything starts: a port in use is a one-line
+    error (exit 2), and "ready" is only said once clients can connect."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(host, port, exc.strerror or str(exc)) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(host, port, exc.strerror or str(exc)) from None
+    return sock
+
+
 class Server(uvicorn.Server):
     """Ends endless responses (log tails, streams) when shutdown begins: uvicorn runs the
     lifespan shutdown only after waiting for open connections, which would be too late."""
@@ -123,7 +149,8 @@ def serve(settings: Settings) -> int:
     server_settings = settings.server
     try:
         provider = configure_tracing(os.environ, version=__version__)
-    except TracingConfigError as exc:
+        listener = listen(server_settings.host, server_settings.port)
+    except (TracingConfigError, ListenError) as exc:
         print(f"exstream: {exc}", file=sys.stderr)
         return 2
     trace.set_tracer_provider(provider)
@@ -159,8 +186,9 @@ def serve(settings: Settings) -> int:
     captured: list[int] = []
     previous = {sig: signal.signal(sig, lambda n, _: captured.append(n)) for sig in STOP_SIGNALS}
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
+        listener.close()
         shutdown_tracing(provider)
         logger.complete()
         logger.remove()

@@ -58,7 +58,7 @@ class Metrics:
         r = self.registry
         # `_created` series: one more series per counter and histogram that no query of
         # ours reads (rate() and increase() handle resets without them).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         # The process's own CPU, memory and descriptors (process_open_fds against
         # process_max_fds), and the Python version (python_info).
         ProcessCollector(registry=r)

@@ -192,3 +192,17 @@ def test_demo_writes_media_and_a_config_that_checks(tmp_path: Path) -> None:
         " offline slate"
     ]
     assert "port = 8999" in config.read_text()
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "channels.toml"
+        config.write_text(f'[server]\nport = {port}\ndata_dir = "{tmp_path / "data"}"\n')
+        result = exstream("serve", "--config", str(config), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == f"exstream: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert result.stdout == ""
+    assert not (tmp_path / "data").exists()  # nothing started
