@@ -21,6 +21,7 @@ from service.exposure import exposure_warning
 
 DEFAULT_CONFIG = "channels.toml"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 ENVIRONMENT = """\
 Environment: EXSTREAM_HOST, EXSTREAM_PORT, EXSTREAM_DATA_DIR, EXSTREAM_PUBLIC_URL,
@@ -33,13 +34,18 @@ exstream turns media files into live TV channels served as HTTP MPEG-TS.
 
   exstream serve --config channels.toml   run the service
   exstream check channels.toml            validate a configuration and probe its media
-  exstream demo data/demo                 write demo media and a config, then serve it
+  exstream demo data/demo --serve         write demo media and a config, then serve it
 
 {ENVIRONMENT}"""
 SERVE = """\
 Serve the channels of a configuration over HTTP. A configuration with problems is
 reported (one `<file>: <key path>: <message>` line each) and nothing is started:
 exit status 2.
+"""
+DEMO = """\
+Write demo media (made with ffmpeg's lavfi sources: nothing is downloaded) and a
+channels.toml for three channels into DIR; with --serve, serve it afterwards. An existing
+channels.toml that differs from the demo's (you edited it) is kept: --force rewrites it.
 """
 CHECK = """\
 Validate a configuration and probe its media with ffprobe, without serving.
@@ -77,11 +83,17 @@ def parser() -> argparse.ArgumentParser:
         help="path of channels.toml (default: $EXSTREAM_CONFIG or ./channels.toml)",
     )
     check.add_argument("--no-scan", action="store_true", help="do not probe the media files")
-    demo = commands.add_parser("demo", help="write demo media and channels.toml into DIR")
+    demo = commands.add_parser(
+        "demo", help="write demo media and channels.toml into DIR (and serve it with --serve)",
+        description=DEMO, formatter_class=raw,
+    )  # fmt: skip
     demo.add_argument("dir", type=Path)
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8410)
+    demo.add_argument("--host", default="127.0.0.1", help="[server] host of a new config")
+    demo.add_argument("--port", type=int, default=8410, help="[server] port of a new config")
     demo.add_argument("--serve", action="store_true", help="serve the demo afterwards")
+    demo.add_argument(
+        "--force", action="store_true", help="rewrite DIR/channels.toml even if it was edited"
+    )
     return root
 
 
@@ -249,8 +261,16 @@ async def _check_media(settings: Settings) -> None:
 
 def playable_urls(settings: Settings) -> str:
     server = settings.server
-    base = server.public_url or f"http://{server.host}:{server.port}"
-    lines = [
+    lines = []
+    host = server.host
+    if not server.public_url and host in WILDCARD_HOSTS:
+        lines.append(f"listening on all interfaces ({host}): from other devices use this"
+                     " machine's address instead of 127.0.0.1")  # fmt: skip
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    base = server.public_url or f"http://{host}:{server.port}"
+    lines += [
         f"playlist (VLC, Jellyfin M3U tuner): {base}/iptv/channels.m3u",
         f"guide (XMLTV):                      {base}/iptv/xmltv.xml",
         f"HDHomeRun device (Plex, Jellyfin):  {base}",
@@ -266,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from service.demo import write_demo
 
-        config = write_demo(args.dir, host=args.host, port=args.port)
+        config, written = write_demo(args.dir, host=args.host, port=args.port, force=args.force)
         settings = _load(str(config))
-        print(f"wrote {config}")
+        print(f"wrote {config}" if written else f"kept {config} (edited; --force rewrites it)")
         print(playable_urls(settings))
         return serve(settings) if args.serve else 0
     settings = _load(args.config)

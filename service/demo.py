@@ -74,8 +74,11 @@ group = "Demo"
 """
 
 
-def write_demo(directory: Path, *, host: str = "127.0.0.1", port: int = 8410) -> Path:
-    """Media for three channels and a channels.toml beside them; returns the config path."""
+def write_demo(
+    directory: Path, *, host: str = "127.0.0.1", port: int = 8410, force: bool = False
+) -> tuple[Path, bool]:
+    """Media for three channels and a channels.toml beside them: the config's path, and
+    whether it was written (an existing one is kept unless `force`)."""
     for name, duration, frequency in DEMO_CLIPS:
         for sub in ("one", "two"):
             clip = directory / "media" / sub / f"{name}.mp4"
@@ -83,5 +86,8 @@ def write_demo(directory: Path, *, host: str = "127.0.0.1", port: int = 8410) ->
                 make_clip(clip, duration, frequency=frequency)
     (directory / "media" / "empty").mkdir(parents=True, exist_ok=True)
     config = directory / "channels.toml"
-    config.write_text(DEMO_CONFIG.format(host=host, port=port), encoding="utf-8")
-    return config
+    text = DEMO_CONFIG.format(host=host, port=port)
+    if config.exists() and not force and config.read_text(encoding="utf-8") != text:
+        return config, False
+    config.write_text(text, encoding="utf-8")
+    return config, True

@@ -206,3 +206,38 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.stderr == f"exstream: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert result.stdout == ""
     assert not (tmp_path / "data").exists()  # nothing started
+
+
+def test_demo_keeps_an_edited_config_unless_forced(tmp_path: Path) -> None:
+    from service.demo import DEMO_CLIPS, write_demo
+
+    for name, _, _ in DEMO_CLIPS:  # existing clips are not made again
+        for sub in ("one", "two"):
+            (tmp_path / "media" / sub).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "media" / sub / f"{name}.mp4").touch()
+    config, written = write_demo(tmp_path)
+    assert written
+    assert write_demo(tmp_path) == (config, True)  # unchanged: same text again
+    config.write_text(config.read_text() + "# mine\n")
+    assert write_demo(tmp_path, port=9000) == (config, False)
+    assert config.read_text().endswith("# mine\n")
+    assert write_demo(tmp_path, port=9000, force=True) == (config, True)
+    assert "port = 9000" in config.read_text() and "# mine" not in config.read_text()
+
+
+@pytest.mark.parametrize(
+    ("host", "base"),
+    [("0.0.0.0", "http://127.0.0.1:8410"), ("::", "http://127.0.0.1:8410"),
+     ("192.0.2.7", "http://192.0.2.7:8410"), ("::1", "http://[::1]:8410")],
+)  # fmt: skip
+def test_printed_urls_are_ones_a_client_can_open(host: str, base: str) -> None:
+    from dataclasses import replace
+
+    from service.__main__ import playable_urls
+    from service.config import ServerSettings, Settings
+
+    settings = Settings(path=Path("channels.toml"), server=replace(ServerSettings(), host=host))
+    text = playable_urls(settings)
+    assert f"{base}/iptv/channels.m3u" in text
+    assert "0.0.0.0" not in text.replace("(0.0.0.0)", "")
+    assert ("all interfaces" in text) == (host in ("0.0.0.0", "::"))
