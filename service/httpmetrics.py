@@ -10,7 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from telemetry.metrics import Metrics, trace_exemplar
 
 UNMATCHED = "unmatched"
-STREAM_PREFIX = "/stream/"
+# Responses that last as long as the client stays: a viewer's stream, a live log tail.
+ENDLESS_TYPES = (b"video/mp2t", b"text/event-stream")
 
 
 def route_template(scope: Scope) -> str:
@@ -20,7 +21,8 @@ def route_template(scope: Scope) -> str:
 
 
 class HttpMetricsMiddleware:
-    """For streams the duration is the time to the response headers, not the session."""
+    """For endless responses (streams, log tails) the duration is the time to the
+    response headers, not the session."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -32,7 +34,6 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        is_stream = scope["path"].startswith(STREAM_PREFIX)
         observed = False
 
         def observe() -> None:
@@ -50,7 +51,7 @@ class HttpMetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if is_stream:
+                if _endless(message):
                     observe()
             await send(message)
 
@@ -58,3 +59,10 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             observe()
+
+
+def _endless(start: Message) -> bool:
+    for name, value in start.get("headers", ()):
+        if name.lower() == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() in ENDLESS_TYPES
+    return False
