@@ -18,6 +18,7 @@ from service import __version__
 from service.config import Settings, load_settings
 from service.errors import ConfigError
 from service.exposure import exposure_warning
+from service.tools import ToolProblem
 
 DEFAULT_CONFIG = "channels.toml"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -48,7 +49,8 @@ channels.toml for three channels into DIR; with --serve, serve it afterwards. An
 channels.toml that differs from the demo's (you edited it) is kept: --force rewrites it.
 """
 CHECK = """\
-Validate a configuration and probe its media with ffprobe, without serving.
+Validate a configuration, try the configured ffmpeg and ffprobe (that they run and
+encode with the configured preset), and probe its media with ffprobe, without serving.
 Problems are printed as `<file>: <key path>: <message>` lines (exit status 2);
 unreadable or corrupt media files are listed as warnings (exit status 0).
 """
@@ -217,10 +219,23 @@ def check(settings: Settings, scan: bool) -> int:
     exposed = exposure_warning(settings.server)
     if exposed is not None:
         print(f"{settings.path}: warning: {exposed}", file=sys.stderr)
+    problems = asyncio.run(_check_tools(settings))
+    for problem in problems:
+        print(f"{settings.path}: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     if scan:
         asyncio.run(_check_media(settings))
     print(f"{settings.path}: ok, {len(settings.channels)} channel(s)")
     return 0
+
+
+async def _check_tools(settings: Settings) -> list[ToolProblem]:
+    from service.children import child_environment
+    from service.tools import check_tools
+
+    env = child_environment(os.environ, pass_env=settings.ffmpeg.pass_env)
+    return await check_tools(settings.ffmpeg, env)
 
 
 async def _check_media(settings: Settings) -> None:

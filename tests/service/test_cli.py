@@ -241,3 +241,26 @@ def test_printed_urls_are_ones_a_client_can_open(host: str, base: str) -> None:
     assert f"{base}/iptv/channels.m3u" in text
     assert "0.0.0.0" not in text.replace("(0.0.0.0)", "")
     assert ("all interfaces" in text) == (host in ("0.0.0.0", "::"))
+
+
+@pytest.mark.parametrize(
+    ("ffmpeg", "expected"),
+    [
+        ({"ffmpeg": "/nonexistent/ffmpeg"},
+         "ffmpeg.ffmpeg: cannot run '/nonexistent/ffmpeg': No such file or directory"),
+        ({"ffmpeg": "/bin/false"}, "ffmpeg.ffmpeg: '/bin/false' is not a working ffmpeg (exit 1"),
+        ({"ffprobe": "/bin/true"}, "ffmpeg.ffprobe: '/bin/true' is not a working ffprobe (exit 0"),
+        ({"preset": "ludicrous"}, "ffmpeg.preset: libx264 has no preset 'ludicrous' (exit 1"),
+    ],
+)  # fmt: skip
+def test_check_tries_the_configured_tools_and_names_the_key(
+    tmp_path: Path, ffmpeg: dict[str, str], expected: str
+) -> None:
+    config = tmp_path / "channels.toml"
+    lines = [f'{key} = "{value}"' for key, value in ffmpeg.items()]
+    config.write_text("[ffmpeg]\n" + "\n".join(lines) + "\n")
+    result = exstream("check", "--no-scan", str(config), timeout=60)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"{config}: {expected}"), line
+    assert result.stdout == ""
