@@ -138,10 +138,16 @@ class _EntrySink:
         self.sink(entry_of(message.record))
 
 
-TEXT_FORMAT = (
-    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <8}</level> "
-    "<cyan>{name}</cyan> {extra[channel]!s:>4} <level>{message}</level>"
-)
+def text_format(record: Record) -> str:
+    """One line for people: time, level, where from (the stdlib logger's name for
+    uvicorn's and asyncio's lines), the channel when there is one, the message."""
+    extra = record["extra"]
+    where = "{extra[logger]}" if "logger" in extra else "{name}"
+    channel = " channel {extra[channel]}" if extra.get("channel") is not None else ""
+    return (
+        "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <8}</level> "
+        f"<cyan>{where}</cyan>{channel} <level>{{message}}</level>\n{{exception}}"
+    )
 
 
 def configure_logging(
@@ -161,7 +167,7 @@ def configure_logging(
     else:
         # diagnose=False: a traceback must not print local variables (a token, say).
         logger.add(
-            out, level=level, format=TEXT_FORMAT, enqueue=enqueue, catch=True, diagnose=False
+            out, level=level, format=text_format, enqueue=enqueue, catch=True, diagnose=False
         )
     for sink in sinks:
         logger.add(_EntrySink(sink), level=level, enqueue=enqueue, catch=True)

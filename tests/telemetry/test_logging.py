@@ -43,8 +43,12 @@ def test_text_format_is_for_people(log_entries: list[dict[str, Any]]) -> None:
     stream = io.StringIO()
     configure_logging("WARNING", "text", stream=stream)
     logger.info("not shown")
-    logger.bind(channel="9").warning("shown")
+    logger.bind(channel="9").warning("shown {braces}")
+    logging.getLogger("uvicorn.error").warning("from uvicorn")
     logger.remove()
-    (line,) = stream.getvalue().splitlines()
-    assert "WARNING" in line and line.endswith("shown") and "   9" in line
-    assert not line.startswith("{")
+    mine, uvicorn = stream.getvalue().splitlines()
+    assert "WARNING" in mine and mine.endswith("channel 9 shown {braces}")
+    assert not mine.startswith("{")
+    # The stdlib logger's name, not the module that forwards its lines; no "None" channel.
+    assert uvicorn.endswith(" uvicorn.error from uvicorn"), uvicorn
+    assert "None" not in uvicorn and "telemetry.logging" not in uvicorn
