@@ -189,7 +189,7 @@ def serve(settings: Settings) -> int:
         port=server_settings.port,
         http=protocol_class(guard),
         log_config=None,
-        access_log=False,
+        access_log=server_settings.access_log,
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(server_settings.graceful_shutdown)),
     )

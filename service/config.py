@@ -33,6 +33,7 @@ class ServerSettings:
     graceful_shutdown: float = 3.0
     log_level: str = "INFO"
     log_format: str = "json"
+    access_log: bool = False
     max_connections: int = 0  # 0: derived from the open files limit
     max_header_bytes: int = 32 * 1024
     header_timeout: float = 10.0

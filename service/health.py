@@ -132,6 +132,11 @@ class HealthMonitor:
         for runner in self.runners():
             snapshot = snapshot_of(runner, now, self.stall_timeout)
             verdict = classify(snapshot)
+            if self.verdicts.get(runner.key) != verdict:  # a change, not every check
+                logger.bind(channel=runner.key).debug(
+                    "channel {} health: {} ({})", runner.key, verdict.value, snapshot,
+                    verdict=verdict.value,
+                )  # fmt: skip
             self.verdicts[runner.key] = verdict
             if verdict == Verdict.STALLED:
                 self._stalled(runner, snapshot)

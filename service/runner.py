@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -500,10 +501,20 @@ class ChannelRunner:
             self.metrics.restarts.labels(channel=self.key, outcome="started").inc()
 
     def _argv(self, plan: ItemPlan | Gap) -> list[str]:
+        log = logger.bind(channel=self.key)
         if isinstance(plan, ItemPlan):
-            return item_argv(self.settings.ffmpeg, plan, self.key)
+            argv = item_argv(self.settings.ffmpeg, plan, self.key)
+            log.debug(
+                "channel {} plays {} from {:.2f}s for {} frames: {}",
+                self.key, plan.item.path, plan.seek, plan.frames, shlex.join(argv),
+                path=plan.item.path,
+            )  # fmt: skip
+            return argv
         seconds = None if plan.until is None else plan.until - self.timeline.schedule_time()
-        return slate_argv(self.settings.ffmpeg, seconds, self.key)
+        argv = slate_argv(self.settings.ffmpeg, seconds, self.key)
+        log.debug("channel {} plays slate for {}: {}", self.key,
+                  "ever" if seconds is None else f"{seconds:.2f}s", shlex.join(argv))  # fmt: skip
+        return argv
 
     async def _play(
         self, plan: ItemPlan | Gap, span: Span | None, admission: Admission | None

@@ -206,7 +206,7 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
 
 BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
     ({"sever": {}}, "sever: unknown section (known: server, ffmpeg,"),
-    ({"server": {"prot": 1}}, "server.prot: unknown key (known: data_dir, graceful_shutdown,"),
+    ({"server": {"prot": 1}}, "server.prot: unknown key (known: access_log, data_dir,"),
     ({"server": {"api_token": "x"}}, "server.api_token: unknown key"),
     ({"server": []}, "server: expected a table, got an array"),
     ({"server": {"port": True}}, "server.port: expected an integer, got a boolean"),

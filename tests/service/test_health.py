@@ -4,11 +4,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from loguru import logger
 from prometheus_client import CollectorRegistry
 
 from service.config import ChannelConfig, Settings
 from service.ffmpeg import ItemPlan, ManagedProcess
-from service.health import HealthSnapshot, Verdict, classify, snapshot_of
+from service.health import HealthMonitor, HealthSnapshot, Verdict, classify, snapshot_of
 from service.hub import Hub
 from service.media import MediaItem
 from service.playout import Playout
@@ -124,3 +125,22 @@ def test_a_whole_item_is_not_skipped(clock: FakeClock) -> None:
     runner = make_runner(clock)
     assert runner._verdict(0, 150, item_plan(0.0), "") is None
     assert runner.skips == {}
+
+
+def test_debug_lines_say_each_change_of_verdict_once(clock: FakeClock) -> None:
+    runner = make_runner(clock)
+    monitor = HealthMonitor(
+        lambda: [runner], check_interval=1.0, stall_timeout=15.0, metrics=runner.metrics,
+        clock=clock,
+    )  # fmt: skip
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
+    try:
+        monitor.check()
+        monitor.check()  # the same verdict: nothing new
+        runner.state = ChannelState.FAILED
+        monitor.check()
+    finally:
+        logger.remove(handler)
+    verdicts = [line.split(" (", 1)[0] for line in lines if line.startswith("channel 4 health")]
+    assert verdicts == ["channel 4 health: idle", "channel 4 health: failed"]
