@@ -310,6 +310,23 @@ def cascade() -> dict[str, Any]:
                     "p99",
                 ),
             ),
+            timeseries(
+                "Spawns short of resources and orphans reaped",
+                "short",
+                (
+                    "sum(increase(exstream_pool_acquire_failures_total"
+                    f'{{reason="resources"}}{rate}))',
+                    "spawns short of resources",
+                ),
+                ("sum(exstream_orphans_reaped_total)", "orphans reaped at start"),
+                description="Spawns that failed because the machine had no file descriptors, "
+                "memory or processes left (EMFILE, ENFILE, ENOMEM, EAGAIN): retried with "
+                "backoff outside the restart budget, slate meanwhile. Orphans: processes an "
+                "earlier run on the same data directory left behind, killed at this run's "
+                "start (a count since start, not a rate: they are killed before the first "
+                "scrape).",
+                defaults={"min": 0},
+            ),
         ],
         variables=[workahead_variable()],
     )
@@ -423,10 +440,18 @@ def channels() -> dict[str, Any]:
 
 def api() -> dict[str, Any]:
     rate = "[$__rate_interval]"
+    stores = {
+        "type": "value",
+        "options": {
+            "0": {"text": "ok", "color": "green"},
+            "1": {"text": "degraded", "color": "red"},
+        },
+    }
     return dashboard(
         "exstream-api",
         "exstream / API and logs",
-        "HTTP requests by route template, errors, latency; log entries and rejected log ids.",
+        "HTTP requests by route template, errors, latency; connections and refusals; log "
+        "entries, dropped entries and live tails; the stores on the data disk.",
         [
             timeseries(
                 "Request rate by route",
@@ -461,6 +486,36 @@ def api() -> dict[str, Any]:
                 description="Streams count the time to their response headers.",
             ),
             timeseries(
+                "Open connections and limits",
+                "short",
+                ("sum(exstream_http_connections)", "open"),
+                ("sum(exstream_http_connections_limit)", "connection limit"),
+                ("sum(exstream_open_files_limit)", "open files limit"),
+                description="Open HTTP connections (viewers, log tails, API calls, heads not "
+                "yet complete) against the connection limit ([server] max_connections, or the "
+                "open files limit less what the channels' processes need); beyond it "
+                "connections get 503 too_many_connections. ExstreamConnectionsNearLimit "
+                "fires above 80% for 5 minutes.",
+                defaults={"min": 0},
+            ),
+            timeseries(
+                "Refused connections and requests",
+                "short",
+                (
+                    f"sum by (reason) (increase(exstream_http_connections_rejected_total{rate}))",
+                    "{{reason}}",
+                ),
+                (
+                    f"sum(increase(exstream_http_cross_site_refused_total{rate}))",
+                    "cross_site_request",
+                ),
+                description="Connections refused or closed before a whole request head: "
+                "header_too_large (431), header_timeout (408), idle (closed), "
+                "connection_limit (503: the limit was reached); and state-changing requests "
+                "a browser sent for another site's page (403 cross_site_request).",
+                defaults={"min": 0},
+            ),
+            timeseries(
                 "Log entries by level",
                 "cps",
                 (f"sum by (level) (rate(exstream_log_entries_total{rate}))", "{{level}}"),
@@ -472,7 +527,44 @@ def api() -> dict[str, Any]:
                     f"sum by (kind) (increase(exstream_logs_invalid_id_total{rate}))",
                     "invalid {{kind}}",
                 ),
-                (f"sum(increase(exstream_logs_dropped_total{rate}))", "dropped"),
+                (
+                    f"sum by (reason) (increase(exstream_logs_dropped_total{rate}))",
+                    "dropped: {{reason}}",
+                ),
+                description="Dropped log entries by reason: queue_full (the writer fell "
+                "behind), unavailable (the log store is off), write_failed (an insert "
+                "failed), closed (logged after the store closed at shutdown). stderr has "
+                "every line.",
+                defaults={"min": 0},
+            ),
+            timeseries(
+                "Live log tails",
+                "short",
+                ("sum(exstream_log_tails)", "open"),
+                (f"sum(increase(exstream_log_tails_rejected_total{rate}))", "refused"),
+                description="Open /api/logs/stream tails, and tails refused (503 "
+                "too_many_log_tails) because [server] max_log_tails were open.",
+                defaults={"min": 0},
+            ),
+            panel(
+                "state-timeline",
+                "Stores on the data disk",
+                "none",
+                [("max by (store) (exstream_storage_degraded)", "{{store}}")],
+                description="The log store and the probe cache: degraded while their file "
+                "cannot be used (full or read-only disk, damage); /readyz says why under "
+                "storage. Streaming never depends on them.",
+                defaults={"mappings": [stores]},
+                options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8},
+            ),
+            timeseries(
+                "Damaged store files moved aside",
+                "short",
+                ("sum by (store) (exstream_storage_damaged_total)", "{{store}}"),
+                description="Damaged store files moved aside as <file>.damaged-<UTC time> "
+                "and created again, since this run's start (most damage is found at start, "
+                "before the first scrape).",
+                defaults={"min": 0, "decimals": 0},
             ),
         ],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -84,3 +85,38 @@ def test_target_down_inhibits_the_rest_of_its_instance(alertmanager: Service) ->
     down = state_of(alertmanager, alertname="ExstreamTargetDown", instance=INSTANCE)
     assert down is not None
     assert down["state"] == "active"
+
+
+def test_a_degraded_log_store_inhibits_its_own_drops_only(alertmanager: Service) -> None:
+    # Instances of their own: ExstreamTargetDown of INSTANCE would suppress everything.
+    logs_off, cache_off = "logs-off:8410", "cache-off:8410"
+    post(
+        alertmanager,
+        {"alertname": "ExstreamStorageDegraded", "severity": "warning", "store": "logs",
+         "instance": logs_off},
+        {"alertname": "ExstreamLogsDropped", "severity": "warning", "reason": "unavailable",
+         "instance": logs_off},
+        {"alertname": "ExstreamLogsDropped", "severity": "warning", "reason": "queue_full",
+         "instance": logs_off},
+        {"alertname": "ExstreamStorageDegraded", "severity": "warning",
+         "store": "probe_cache", "instance": cache_off},
+        {"alertname": "ExstreamLogsDropped", "severity": "warning", "reason": "unavailable",
+         "instance": cache_off},
+    )  # fmt: skip
+
+    def status(instance: str, reason: str) -> dict[str, Any] | None:
+        return state_of(
+            alertmanager, alertname="ExstreamLogsDropped", instance=instance, reason=reason
+        )
+
+    inhibited = wait_for(
+        lambda: (s := status(logs_off, "unavailable")) and s["state"] == "suppressed" and s,
+        "the drops of the degraded log store suppressed",
+    )
+    assert inhibited["inhibitedBy"]
+    # A writer that falls behind is not the store's fault; nor does the probe cache
+    # explain log entries dropped elsewhere.
+    for instance, reason in [(logs_off, "queue_full"), (cache_off, "unavailable")]:
+        other = wait_for(partial(status, instance, reason), f"{reason} on {instance}")
+        assert other["state"] == "active", (instance, reason)
+        assert not other["inhibitedBy"]
