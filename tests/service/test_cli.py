@@ -94,7 +94,7 @@ def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"{config}: server.port: must be a port number (0-65535)",
-        f"{config}: server.prot: unknown key (known: data_dir, graceful_shutdown,"
+        f"{config}: server.prot: unknown key (known: access_log, data_dir, graceful_shutdown,"
         " header_timeout, host, log_format, log_level, max_connections, max_header_bytes,"
         " max_log_tails, port, public_url)",
         f"{config}: EXSTREAM_PORT: expected an integer, got 'abc'",
