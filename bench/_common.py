@@ -1,69 +1,32 @@
-"""Helpers shared by the benches: servers on loopback, stand-in sources, numbers.
+"""Helpers shared by the benches: sources, numbers, limits. Servers, ports, configs and
+the stand-in ffmpeg come from the tests' harness (tests/harness/), as the tests' do.
 
 Nothing here is imported by the service or the tests; benches run on demand only.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
-import os
 import resource
-import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import httpx
 import psutil
-import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests import polling
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
-# A stand-in for ffmpeg: loops a TS file (or null packets) to stdout at a byte rate.
-# With $STANDIN_SPAWN_LOG set it appends "<unix time> <pid>" there when it starts.
-STANDIN = """\
-import os, sys, time
-log = os.environ.get("STANDIN_SPAWN_LOG")
-if log:
-    with open(log, "a") as f:
-        f.write(f"{{time.time():.6f}} {{os.getpid()}}\\n")
-rate = {rate}
-source = {source!r}
-if source:
-    with open(source, "rb") as f:
-        data = f.read()
-else:
-    data = (bytes([0x47, 0x40, 0x00, 0x10]) + bytes([0xFF]) * 184) + (
-        bytes([0x47, 0x1F, 0xFF, 0x10]) + bytes([0xFF]) * 184) * 349
-step = 188 * max(1, int(rate / 188 / 20))  # about 20 writes a second
-out = sys.stdout.buffer
-start = time.monotonic()
-sent = offset = 0
-try:
-    while True:
-        chunk = data[offset:offset + step]
-        offset = offset + step if offset + step < len(data) else 0
-        out.write(chunk)
-        out.flush()
-        sent += len(chunk)
-        time.sleep(max(0.0, start + sent / rate - time.monotonic()))
-except (BrokenPipeError, KeyboardInterrupt):
-    pass
-"""
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def bench_parser(doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
+    """A bench's command line: the first paragraph of its docstring says what it does."""
+    return argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], epilog=epilog)
 
 
 def raise_fd_limit() -> int:
@@ -72,14 +35,6 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def write_standin(path: Path, bytes_per_second: float, source: Path | None = None) -> Path:
-    """An executable usable as `[ffmpeg] ffmpeg = path`; it ignores its argv."""
-    text = STANDIN.format(rate=bytes_per_second, source=str(source) if source else "")
-    path.write_text(f"#!{sys.executable} -S\n{text}", encoding="utf-8")
-    path.chmod(0o755)
-    return path
 
 
 def make_ts_clip(path: Path, seconds: float = 10, mbits: float = 4.0) -> Path:
@@ -100,75 +55,12 @@ def make_ts_clip(path: Path, seconds: float = 10, mbits: float = 4.0) -> Path:
     return path
 
 
-def write_config(
-    directory: Path, port: int, channels: list[dict[str, Any]], **sections: dict[str, Any]
-) -> Path:
-    server = {"host": "127.0.0.1", "port": port, "data_dir": str(directory / "data")}
-    server.update(sections.pop("server", {}))
-    document = {"server": server, **sections, "channels": channels}
-    path = directory / "channels.toml"
-    path.write_text(tomli_w.dumps(document), encoding="utf-8")
-    return path
-
-
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def wait_http_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early with code {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(url, timeout=5).status_code == 200
-        return False
-
-    wait_for(ready, timeout, url, interval=0.2)
-
-
-@contextlib.contextmanager
-def serve(
-    argv: Sequence[str], ready_url: str, env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A server subprocess in its own session; SIGTERM then SIGKILL, children included."""
-    out = log.open("wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    """tests.polling.wait_for for a bench: a timeout ends the run with its message."""
     try:
-        wait_http_ready(ready_url, proc)
-        yield proc
-    finally:
-        with contextlib.suppress(psutil.Error):
-            descendants = psutil.Process(proc.pid).children(recursive=True)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for child in descendants:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        if log:
-            out.close()  # type: ignore[union-attr]
-
-
-def exstream_argv(config: Path) -> list[str]:
-    return [sys.executable, "-m", "service", "serve", "--config", str(config)]
+        return polling.wait_for(check, timeout, what, interval)
+    except AssertionError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -220,10 +112,3 @@ async def measure_lag(stop: asyncio.Event, lags: list[float], tick: float = 0.01
         started = time.perf_counter()
         await asyncio.sleep(tick)
         lags.append(time.perf_counter() - started - tick)
-
-
-def bench_env(**extra: str) -> dict[str, str]:
-    """The environment for a server under test: this one, minus OTEL_* and EXSTREAM_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "EXSTREAM_"))}
-    env.update(extra)
-    return env

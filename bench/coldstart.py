@@ -18,7 +18,6 @@ part of the start-up (pool, spawn, hub) without the encoder's.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import subprocess
 import sys
@@ -29,19 +28,12 @@ from pathlib import Path
 
 import httpx
 
-from bench._common import (
-    bench_env,
-    exstream_argv,
-    free_port,
-    make_ts_clip,
-    percentile,
-    serve,
-    wait_for,
-    write_config,
-    write_standin,
-)
+from bench._common import bench_parser, make_ts_clip, percentile, wait_for
 from service.demo import make_clip
 from service.mpegts import PACKET_SIZE, Aligner, StartPoint, packets
+from tests.harness.config import write_config
+from tests.harness.server import run_server
+from tests.harness.standin import write_stand_in
 
 SOURCES = {"ffmpeg": "real ffmpeg re-encoding", "standin": "a stand-in looping a TS file of"}
 
@@ -102,7 +94,7 @@ def decodes(data: bytes, directory: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--idle-grace", type=float, default=0.5)
@@ -121,11 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.source == "standin":
             ts = make_ts_clip(root / "clip.ts", seconds=10, mbits=args.mbits)
-            ffmpeg["ffmpeg"] = str(write_standin(root / "ffmpeg-standin", args.mbits * 1e6 / 8, ts))
-        port = free_port()
+            standin = write_stand_in(root / "ffmpeg-standin", rate=args.mbits * 1e6 / 8, source=ts)
+            ffmpeg["ffmpeg"] = str(standin)
         config = write_config(
             root,
-            port,
             [
                 {
                     "number": n,
@@ -135,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for n in range(1, args.channels + 1)
             ],
+            encoding={},
             ffmpeg=ffmpeg,
             playout={"min_horizon": 3600},
         )
-        base = f"http://127.0.0.1:{port}"
         results: list[ColdStart] = []
         print(
             f"source: {args.source} ({SOURCES[args.source]}"
@@ -146,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             f" idle_grace {args.idle_grace:g} s",
             flush=True,
         )
-        with serve(exstream_argv(config), f"{base}/readyz", bench_env(), root / "server.log"):
+        with run_server(config, log_level="INFO", stop_timeout=30) as server:
+            base = server.base_url
 
             def stopped(number: int) -> bool:
                 status = httpx.get(f"{base}/api/channels/{number}", timeout=10).json()

@@ -58,7 +58,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench._common import ROOT, wait_for
+from bench._common import ROOT, bench_parser, wait_for
 from service.mpegts import (
     PACKET_SIZE,
     VIDEO_STREAM_TYPES,
@@ -68,10 +68,12 @@ from service.mpegts import (
     payload_unit_start,
     pid,
 )
-from tests.e2e.harness import Recorder, Server, run_server, write_config
 from tests.e2e.library import PAIR_WINDOW, _marks, make_library
 from tests.e2e.tsutil import cut_clean
 from tests.e2e.wire import check_capture, worst_gap
+from tests.harness.config import FAST_HEALTH, write_config
+from tests.harness.server import Server, run_server
+from tests.harness.viewer import Viewer
 
 KINDS = ("kill", "stop", "restart")
 SAMPLE = 0.5  # seconds between state polls
@@ -430,24 +432,19 @@ def run(
             "video_bitrate": args.video_kbps * 1000,
         },
         playout={"segment_max": float(args.segment_max), "min_horizon": 3600.0},
-        health={
-            "check_interval": 0.5,
-            "stall_timeout": 2.0,
-            "backoff_initial": 0.1,
-            "backoff_max": 0.5,
-            "max_restarts": 1000,
-            "restart_window": 60.0,
-            "cooldown": 600.0,
-        },
+        health={**FAST_HEALTH, "max_restarts": 1000},
     )
-    env = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(tree), "EXSTREAM_LOG_LEVEL": "INFO"}
+    env = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(tree)}
     capture = root / "capture.ts"
     stopped: list[tuple[int, float]] = []
     injected: list[tuple[float, str, str]] = []
     seconds = args.minutes * 60
     print(f"[{name}] {describe(tree)}: starting the server", flush=True)
     started = time.monotonic()
-    with run_server(config, env=env, ready_timeout=120) as server, server.client() as client:
+    with (
+        run_server(config, env, log_level="INFO", ready_timeout=120) as server,
+        server.client() as client,
+    ):
 
         def running() -> bool:
             return bool(client.get(f"/api/channels/{CHANNEL}").json()["state"] == "running")
@@ -459,7 +456,7 @@ def run(
             flush=True,
         )
         done = threading.Event()
-        viewer = Recorder(server, CHANNEL, capture)
+        viewer = Viewer(server, CHANNEL, capture)
         states = StatePoller(server, CHANNEL, done)
         cpu = CpuSampler(server.pid, done)
         cpu.sample()  # the window starts now
@@ -497,7 +494,7 @@ def run(
 def analyse(
     name: str,
     args: argparse.Namespace,
-    viewer: Recorder,
+    viewer: Viewer,
     states: StatePoller,
     cpu: CpuSampler,
     injected: list[tuple[float, str, str]],
@@ -649,9 +646,8 @@ def print_side_by_side(new: Outcome, old: Outcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        epilog="Runs on demand only (never in make test); everything on loopback.",
+    parser = bench_parser(
+        __doc__, "Runs on demand only (never in make test); everything on loopback."
     )
     parser.add_argument("--minutes", type=float, default=2.0, help="recording length")
     parser.add_argument("--item-seconds", type=float, default=20.0, help="length of each file")
@@ -677,10 +673,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--faults: choose from {', '.join(KINDS)}")
     if not 0 < args.fault_min <= args.fault_max:
         parser.error("need 0 < --fault-min <= --fault-max")
-    # As bench_env does for the other benches: no exporters or overrides from this shell.
-    for key in [k for k in os.environ if k.startswith(("OTEL_", "EXSTREAM_"))]:
-        del os.environ[key]
-
     began = time.monotonic()
     plan = fault_plan(
         args.seed, args.minutes * 60, args.fault_min, args.fault_max, args.settle, kinds

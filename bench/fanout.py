@@ -25,7 +25,6 @@ A level is held when every viewer got >= `--threshold` Mbit/s and none was cut.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import multiprocessing
@@ -33,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,16 +42,18 @@ from typing import Any, cast
 import psutil
 
 from bench._common import (
+    ROOT,
+    bench_parser,
     cpu_seconds,
-    exstream_argv,
-    free_port,
     make_ts_clip,
     percentile,
     raise_fd_limit,
-    serve,
-    write_config,
-    write_standin,
 )
+from tests.harness.config import write_config
+from tests.harness.network import free_port
+from tests.harness.processes import running
+from tests.harness.server import run_server
+from tests.harness.standin import write_stand_in
 
 CHUNK_INTERVAL = 0.1  # the [stream] chunk_interval default, used by both servers
 KINDS = ("exstream", "baseline")
@@ -256,24 +257,27 @@ def run_loadgen(
 
 
 @contextlib.contextmanager
-def start(kind: str, root: Path, standin: Path) -> Any:
-    port = free_port()
-    ready = f"http://127.0.0.1:{port}/readyz"
+def start(kind: str, root: Path, standin: Path) -> Iterator[tuple[int, int]]:
+    """The server of `kind`, running: its (pid, port)."""
     if kind == "baseline":
+        port = free_port()
         argv = [sys.executable, "-m", "bench.fanout", "--serve-baseline", str(port), str(standin)]
-        with serve(argv, ready, log=root / "baseline.log") as proc:
-            yield proc, port
+        ready = f"http://127.0.0.1:{port}/readyz"
+        with running(
+            argv, root / "baseline.log", ready_url=ready, cwd=ROOT, stop_timeout=30
+        ) as proc:
+            yield proc.pid, port
         return
     (root / "media").mkdir(exist_ok=True)
     config = write_config(
         root,
-        port,
         [{"number": 1, "name": "Bench", "media": [str(root / "media")], "mode": "always_on"}],
+        encoding={},
         ffmpeg={"ffmpeg": str(standin)},
         stream={"chunk_interval": CHUNK_INTERVAL},
     )
-    with serve(exstream_argv(config), ready, log=root / "exstream.log") as proc:
-        yield proc, port
+    with run_server(config, log_level="INFO", stop_timeout=30) as server:
+        yield server.pid, server.port
 
 
 def held(result: LevelResult, threshold: float) -> bool:
@@ -285,9 +289,8 @@ def held(result: LevelResult, threshold: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        epilog="Load is loopback only, bounded by --viewers and the time options.",
+    parser = bench_parser(
+        __doc__, "Load is loopback only, bounded by --viewers and the time options."
     )
     parser.add_argument("--viewers", default="500,1000,2000", help="comma-separated levels")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per level")
@@ -315,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(1, mp_context=spawn) as pool:
         root = Path(tmp)
         clip = make_ts_clip(root / "clip.ts", seconds=10, mbits=args.mbits)
-        standin = write_standin(root / "ffmpeg-standin", args.mbits * 1e6 / 8, clip)
+        standin = write_stand_in(root / "ffmpeg-standin", rate=args.mbits * 1e6 / 8, source=clip)
         print(
             f"source: stand-in looping a {clip.stat().st_size / 1e6:.1f} MB lavfi H.264/AAC TS"
             f" at {args.mbits:g} Mbit/s; levels {levels}; {args.seconds:g} s windows",
@@ -330,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             order = kinds if round_ % 2 == 0 else kinds[::-1]
             for kind in order:
-                with start(kind, root, standin) as (proc, port):
-                    print(f"      {kind} server pid {proc.pid}", flush=True)
+                with start(kind, root, standin) as (pid, port):
+                    print(f"      {kind} server pid {pid}", flush=True)
                     for level in levels:
                         result = pool.submit(
                             run_loadgen,
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.warmup,
                             args.seconds,
                             args.probes,
-                            proc.pid,
+                            pid,
                         ).result(timeout=args.warmup + args.seconds + args.probes + 120)
                         results.setdefault((kind, level), []).append(result)
                         ok = held(result, args.threshold)

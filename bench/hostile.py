@@ -55,6 +55,7 @@ import httpx
 import uvloop
 
 from bench._common import (
+    bench_parser,
     bucket_quantile,
     cpu_seconds,
     histogram_buckets,
@@ -76,7 +77,8 @@ from bench._hostile_clients import (
     outcome_of,
     watch,
 )
-from tests.e2e.harness import Server, run_server, write_config
+from tests.harness.config import write_config
+from tests.harness.server import Server, run_server
 
 LAG = "exstream_event_loop_lag_seconds"
 DEFAULT_CONNECTIONS = {"slowloris": 1000, "idle": 2000, "bombs": 20, "sse": 1000}
@@ -234,7 +236,7 @@ class Bench:
     ) -> None:
         self.args = args
         self.server = server
-        self.port = int(server.base_url.rsplit(":", 1)[1])
+        self.port = server.port
         self.viewers = viewers
         self.token = token
         self.samples: list[Sample] = []
@@ -467,9 +469,8 @@ def check_token(server: Server, token: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        epilog="Load is loopback only, bounded by the counts and the time options.",
+    parser = bench_parser(
+        __doc__, "Load is loopback only, bounded by the counts and the time options."
     )
     parser.add_argument("--viewers", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=15.0, help="baseline and each attack")
@@ -517,8 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                 "video_bitrate": int(args.mbits * 1e6),
             },
         )  # fmt: skip
-        env = {"EXSTREAM_LOG_LEVEL": "INFO", "EXSTREAM_API_TOKEN": token}
-        with run_server(config, env=env) as server:
+        with run_server(config, {"EXSTREAM_API_TOKEN": token}, log_level="INFO") as server:
             wait_for(lambda: server.channel(1)["state"] == "running", 60, "channel 1 to run")
             if "sse" in counts:
                 check_token(server, token)
@@ -531,8 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             budget = (args.seconds + args.recovery + RAMP_LIMIT + 90) * (len(attacks) + 1)
-            port = int(server.base_url.rsplit(":", 1)[1])
-            with viewer_process(port, args.viewers, budget) as viewers:
+            with viewer_process(server.port, args.viewers, budget) as viewers:
                 _, opened, streaming = ask(
                     viewers, None, FIRST_BYTE_TIMEOUT + CONNECT_TIMEOUT * args.viewers / 64 + 60
                 )

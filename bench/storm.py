@@ -2,9 +2,9 @@
 
     python -m bench.storm [--channels 200] [--spawn-rate 10] [--spawn-burst 10]
 
-Runs `exstream serve` with `--channels` always-on channels whose "ffmpeg" is a cheap
-stand-in (a Python process started with -S that writes null MPEG-TS packets at
-`--kbytes` kB/s and appends "<unix time> <pid>" to a spawn log when it starts). Once
+Runs `exstream serve` with `--channels` always-on channels whose "ffmpeg" is the tests'
+stand-in (tests/harness/fake_ffmpeg.py started with python -S, writing a PAT and null
+MPEG-TS packets at `--kbytes` kB/s; it logs each spawn's time). Once
 every channel runs, it SIGKILLs every process group at once (pids from
 GET /api/channels) and prints:
 
@@ -19,7 +19,6 @@ GET /api/channels) and prints:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -33,17 +32,15 @@ from typing import Any
 import httpx
 
 from bench._common import (
-    bench_env,
+    bench_parser,
     bucket_quantile,
-    exstream_argv,
-    free_port,
     histogram_buckets,
     raise_fd_limit,
-    serve,
     wait_for,
-    write_config,
-    write_standin,
 )
+from tests.harness.config import write_config
+from tests.harness.server import run_server
+from tests.harness.standin import spawns, write_stand_in
 
 LAG = "exstream_event_loop_lag_seconds"
 UP = ("running", "slate")
@@ -52,12 +49,6 @@ UP = ("running", "slate")
 def channels(client: httpx.Client) -> list[dict[str, Any]]:
     listed: list[dict[str, Any]] = client.get("/api/channels").json()["channels"]
     return listed
-
-
-def spawns(log: Path) -> list[float]:
-    if not log.exists():
-        return []
-    return sorted(float(line.split()[0]) for line in log.read_text().splitlines() if line)
 
 
 def worst_excess(times: list[float], rate: float, burst: int) -> float:
@@ -70,7 +61,7 @@ def worst_excess(times: list[float], rate: float, burst: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--channels", type=int, default=200)
     parser.add_argument("--spawn-rate", type=float, default=10.0, help="[pool] spawn_rate")
     parser.add_argument("--spawn-burst", type=int, default=10, help="[pool] spawn_burst")
@@ -82,27 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "media").mkdir()
-        standin = write_standin(root / "ffmpeg-standin", args.kbytes * 1000)
         log = root / "spawns.log"
-        port = free_port()
+        standin = write_stand_in(root / "ffmpeg-standin", rate=args.kbytes * 1000, log=log)
         config = write_config(
             root,
-            port,
             [
                 {"number": n, "name": f"Storm {n}", "media": [str(root / "media")],
                  "mode": "always_on"}
                 for n in range(1, args.channels + 1)
             ],
-            ffmpeg={"ffmpeg": str(standin), "pass_env": ["STANDIN_SPAWN_LOG"]},
+            encoding={},
+            ffmpeg={"ffmpeg": str(standin)},
             pool={
                 "max_processes": args.channels + 16,
                 "spawn_rate": args.spawn_rate,
                 "spawn_burst": args.spawn_burst,
             },
-            server={"log_level": "WARNING"},
         )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        env = bench_env(STANDIN_SPAWN_LOG=str(log))
         print(
             f"{args.channels} always-on channels, stand-in processes (python -S, null packets at"
             f" {args.kbytes:g} kB/s); [pool] spawn_rate {args.spawn_rate:g}/s,"
@@ -111,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         started = time.monotonic()
         with (
-            serve(exstream_argv(config), f"{base}/readyz", env, root / "server.log") as proc,
-            httpx.Client(base_url=base, timeout=30) as client,
+            run_server(config, log_level="WARNING", stop_timeout=30) as server,
+            httpx.Client(base_url=server.base_url, timeout=30) as client,
         ):
 
             def all_up(old: dict[int, int] | None = None) -> dict[int, int] | None:
@@ -126,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
             pids = wait_for(all_up, args.timeout, "every channel to start", interval=0.2)
             print(f"initial start: all {args.channels} up after {time.monotonic() - started:.1f} s")
-            print(f"server pid {proc.pid}", flush=True)
+            print(f"server pid {server.pid}", flush=True)
             # The same polling, without a storm: the lag of this machine and this load.
             calm = histogram_buckets(client.get("/metrics").text, LAG)
             until = time.monotonic() + args.calm
@@ -142,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for(lambda: all_up(pids), args.timeout, "every channel to restart", interval=0.2)
             recovered = time.monotonic() - kill_mono
             after_lag = histogram_buckets(client.get("/metrics").text, LAG)
-        storm = [t for t in spawns(log) if t >= killed_at]
+        storm = sorted(t for t in spawns(log) if t >= killed_at)
     print(f"killed {len(pids)} process groups at once; all {args.channels} running again after"
           f" {recovered:.1f} s; {len(storm)} spawns since the kill")  # fmt: skip
     per_second = Counter(int(t - killed_at) for t in storm)

@@ -16,62 +16,35 @@ Prometheus metrics and JSON logs are the same in both. Prints the CPU ratio on/o
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
 
-from bench._common import exstream_argv, free_port, serve, write_config, write_standin
+from bench._common import bench_parser
+from tests.harness.config import write_config
+from tests.harness.receiver import receiving
+from tests.harness.server import run_server
+from tests.harness.standin import write_stand_in
 
 
-class _Sink(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def otlp_sink() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def write_setup(directory: Path, mbits: float) -> tuple[Path, int]:
-    source = write_standin(directory / "ffmpeg-source", mbits * 1e6 / 8)
+def write_setup(directory: Path, mbits: float) -> Path:
+    source = write_stand_in(directory / "ffmpeg-source", rate=mbits * 1e6 / 8)
     (directory / "media").mkdir(exist_ok=True)
-    port = free_port()
-    config = write_config(
+    return write_config(
         directory,
-        port,
         [{"number": 1, "name": "Bench", "media": ["media"], "mode": "always_on"}],
-        server={"data_dir": "data", "log_level": "WARNING"},
+        encoding={},
+        server={"data_dir": "data"},
         ffmpeg={"ffmpeg": str(source)},
         stream={"buffer_bytes": 16777216},
         health={"backoff_initial": 1, "backoff_max": 1},
         pool={"max_processes": 4},
     )
-    return config, port
 
 
 async def viewer(port: int, stop: asyncio.Event, counts: list[int]) -> None:
@@ -112,35 +85,28 @@ async def measure(
     return cpu / elapsed, sum(counts)
 
 
-def run_once(
-    config: Path, port: int, env: dict[str, str], viewers: int, seconds: float
-) -> tuple[float, int]:
-    with serve(exstream_argv(config), f"http://127.0.0.1:{port}/readyz", env) as proc:
-        return asyncio.run(measure(proc.pid, port, viewers, seconds, warmup=2.0))
+def run_once(config: Path, env: dict[str, str], viewers: int, seconds: float) -> tuple[float, int]:
+    with run_server(config, env, log_level="WARNING", stop_timeout=30) as server:
+        return asyncio.run(measure(server.pid, server.port, viewers, seconds, warmup=2.0))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mbits", type=float, default=4.0)
     args = parser.parse_args(argv)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     results: dict[str, list[float]] = {"off": [], "on": []}
-    with tempfile.TemporaryDirectory() as tmp, otlp_sink() as endpoint:
-        config, port = write_setup(Path(tmp), args.mbits)
+    with tempfile.TemporaryDirectory() as tmp, receiving() as receiver:
+        config = write_setup(Path(tmp), args.mbits)
         setups = {
-            "off": {**base, "OTEL_SDK_DISABLED": "true"},
-            "on": {
-                **base,
-                "OTEL_TRACES_EXPORTER": "otlp",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            },
+            "off": {"OTEL_SDK_DISABLED": "true"},
+            "on": {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
         }
         for round_ in range(args.rounds):
             for name, env in setups.items():
-                cpu, received = run_once(config, port, env, args.viewers, args.seconds)
+                cpu, received = run_once(config, env, args.viewers, args.seconds)
                 results[name].append(cpu)
                 print(
                     f"round {round_ + 1} {name:>3}: {cpu * 100:5.1f}% of a core,"

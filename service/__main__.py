@@ -163,8 +163,7 @@ def serve(settings: Settings) -> int:
     server_settings = settings.server
     try:
         provider = configure_tracing(os.environ, version=__version__)
-        listener = listen(server_settings.host, server_settings.port)
-    except (TracingConfigError, ListenError) as exc:
+    except TracingConfigError as exc:
         print(f"exstream: {exc}", file=sys.stderr)
         return 2
     trace.set_tracer_provider(provider)
@@ -179,6 +178,13 @@ def serve(settings: Settings) -> int:
     exposed = exposure_warning(server_settings)
     if exposed is not None:
         logger.warning("{}", exposed)
+    try:
+        listener = listen(server_settings.host, server_settings.port)
+    except ListenError as exc:
+        logger.complete()  # the warnings above first
+        logger.remove()
+        print(f"exstream: {exc}", file=sys.stderr)
+        return 2
     metrics = metrics_of(app)
     open_files = raise_open_files_limit()
     metrics.open_files_limit.set(open_files)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -40,6 +39,7 @@ from service.ratelimit import TokenBucket
 from service.refusals import TailSlots
 from service.restart import RestartPolicy
 from service.slate import SlateClip
+from service.tools import check_tools
 from service.types import AppState
 from telemetry.metrics import Metrics, MetricsEndpoint
 from telemetry.tracing import TRACER, http_tracing, is_enabled
@@ -198,6 +198,9 @@ async def _build(
     data_dir = settings.server.data_dir
     await reap_orphans(data_dir, metrics)
     env = child_environment(os.environ, pass_env=settings.ffmpeg.pass_env, marker=marker(data_dir))
+    tool_problems = await check_tools(settings.ffmpeg, env)
+    for problem in tool_problems:
+        logger.error("{}: {}: channels cannot play until it is fixed", settings.path, problem)
     bucket = TokenBucket(settings.pool.spawn_rate, settings.pool.spawn_burst)
     pool = ProcessPool(
         settings.pool.max_processes,
@@ -258,7 +261,7 @@ async def _build(
         logs=log_store,
         storage=(log_store.health, cache.health),
         tails=TailSlots(settings.server.max_log_tails, metrics),
-        ffmpeg_found=shutil.which(settings.ffmpeg.ffmpeg) is not None,
+        tool_problems=tuple(str(problem) for problem in tool_problems),
         started_at=time.monotonic(),
     )
 

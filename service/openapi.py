@@ -181,6 +181,12 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "The stores on the data disk (logs, probe_cache): degraded,"
                 " reason, detail, since, moved_aside. They never decide readiness.",
             },
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "What is wrong with the configured ffmpeg or ffprobe, each"
+                " naming its config key (e.g. `ffmpeg.preset: ...`); only when not ready.",
+            },
         },
     },
 }

@@ -27,7 +27,7 @@ class AppState:
     monitor: HealthMonitor
     logs: LogStore
     tails: TailSlots
-    ffmpeg_found: bool
+    tool_problems: tuple[str, ...]  # what is wrong with the configured ffmpeg or ffprobe
     started_at: float
     storage: tuple[StoreHealth, ...] = ()  # the stores on the data disk, for /readyz
 

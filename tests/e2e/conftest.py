@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.harness.standin import StandInFactory, stand_in_channels
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +45,10 @@ def recorded_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=120,
     )
     return path
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path, recorded_ts: Path) -> StandInFactory:
+    """`stand_in(channels, plan, **sections)`: channels on the stand-in ffmpeg playing
+    `recorded_ts` (see tests.harness.standin.stand_in_channels)."""
+    return functools.partial(stand_in_channels, tmp_path, recorded_ts)

@@ -19,8 +19,11 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
 from tests.e2e.wire import worst_gap
+from tests.harness.config import one_channel, write_config
+from tests.harness.server import Server, run_server
+from tests.harness.standin import StandInFactory
+from tests.harness.viewer import Viewer
 from tests.polling import wait_for
 
 MiB = 1024 * 1024
@@ -28,16 +31,12 @@ HUGE_HEAD = 20 * MiB
 SLOWLORIS = 1000
 
 
-def port_of(server: Server) -> int:
-    return int(server.base_url.rsplit(":", 1)[1])
-
-
 def connect(server: Server, *, rcvbuf: int | None = None) -> socket.socket:
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(10)
-    sock.connect(("127.0.0.1", port_of(server)))
+    sock.connect(("127.0.0.1", server.port))
     return sock
 
 
@@ -77,53 +76,6 @@ def raise_own_open_files(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed <= hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-class Viewer(threading.Thread):
-    """Reads a stream in the background and records when bytes arrived."""
-
-    def __init__(self, server: Server, number: int) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-        self.number = number
-        self.arrivals: list[tuple[float, int]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with (
-            self.server.client(timeout=30) as client,
-            client.stream("GET", f"/stream/{self.number}.ts") as response,
-        ):
-            for chunk in response.iter_raw():
-                self.arrivals.append((time.monotonic(), len(chunk)))
-                if self.stop.is_set():
-                    return
-
-    def since(self, moment: float) -> list[tuple[float, int]]:
-        return [(t, n) for t, n in list(self.arrivals) if t >= moment]
-
-
-@pytest.fixture
-def fake_channel(tmp_path: Path, recorded_ts: Path) -> Callable[..., tuple[Path, dict[str, str]]]:
-    """Config and environment of one always-on channel played by the stand-in ffmpeg."""
-
-    def make(**server: Any) -> tuple[Path, dict[str, str]]:
-        media = tmp_path / "media"
-        media.mkdir(exist_ok=True)
-        (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-        config = write_config(
-            tmp_path,
-            [{"number": 1, "name": "A", "media": [str(media)], "mode": "always_on"}],
-            server=server,
-            ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
-        )
-        env = {
-            "FAKE_FFMPEG_LOG": str(tmp_path / "spawns.log"),
-            "FAKE_FFMPEG_SOURCE": str(recorded_ts),
-        }
-        return config, env
-
-    return make
 
 
 def test_huge_request_heads_get_431_and_server_memory_stays_flat(tmp_path: Path) -> None:
@@ -198,10 +150,10 @@ def test_the_head_limit_counts_the_head_only_and_holds_within_one_read(tmp_path:
 
 
 def test_slow_request_heads_are_closed_after_the_header_timeout_while_viewers_watch(
-    fake_channel: Callable[..., tuple[Path, dict[str, str]]],
+    stand_in: StandInFactory,
 ) -> None:
     raise_own_open_files(SLOWLORIS + 200)
-    config, env = fake_channel(header_timeout=1.0)
+    config, env, _ = stand_in(server={"header_timeout": 1.0})
     with run_server(config, env) as server, ExitStack() as stack:
         viewer = Viewer(server, 1)
         viewer.start()
@@ -286,11 +238,7 @@ def test_connections_beyond_the_cap_get_503_and_idle_ones_are_closed(tmp_path: P
 def test_idle_connections_cannot_take_the_descriptors_ffmpeg_needs(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    config = write_config(
-        tmp_path,
-        [{"number": 1, "name": "A", "media": [str(p) for p in clips(3, 2.0)], "mode": "always_on"}],
-        server={"header_timeout": 30.0},
-    )
+    config = one_channel(tmp_path, clips(3, 2.0), server={"header_timeout": 30.0})
     with run_server(config, open_files=256) as server, ExitStack() as stack:
         assert server.metric("exstream_open_files_limit") == 256
         assert server.metric("exstream_http_connections_limit") == 256 - 64 - 8
@@ -353,9 +301,9 @@ def test_log_tails_beyond_the_cap_get_503_and_open_ones_keep_working(tmp_path: P
 def test_viewer_that_stops_reading_is_reset_at_the_send_timeout(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    config = write_config(
+    config = one_channel(
         tmp_path,
-        [{"number": 1, "name": "A", "media": [str(p) for p in clips(3, 2.0)], "mode": "always_on"}],
+        clips(3, 2.0),
         ffmpeg={"video_bitrate": 2_000_000},
         stream={"send_timeout": 1.0},
     )

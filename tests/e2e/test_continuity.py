@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Recorder, Server, run_server, write_config
 from tests.e2e.library import KINDS, av_offsets, make_library, make_media
-from tests.e2e.test_faults import FAST_HEALTH, signal_process
 from tests.e2e.tsutil import cut_clean, decode_errors
 from tests.e2e.wire import WireReport, check_capture, worst_gap
+from tests.harness.config import FAST_HEALTH, write_config
+from tests.harness.server import Server, run_server
+from tests.harness.viewer import Viewer
 from tests.polling import wait_for
 
 FPS = 25
@@ -35,7 +36,7 @@ MAX_GAP = 0.5
 MAX_AV_OFFSET = 0.04
 
 
-def finish(viewer: Recorder) -> bytes:
+def finish(viewer: Viewer) -> bytes:
     data = viewer.finish()
     assert not viewer.is_alive()
     assert viewer.error is None, repr(viewer.error)
@@ -77,7 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, library: list[Path]) -> Ite
         yield running
 
 
-def gaps(viewer: Recorder) -> list[str]:
+def gaps(viewer: Viewer) -> list[str]:
     """The longest pauses between arrivals, with when they began (wall clock), for messages."""
     offset = time.time() - time.monotonic()
     pairs = list(zip(viewer.arrivals, viewer.arrivals[1:], strict=False))
@@ -101,10 +102,10 @@ def assert_clean(data: bytes, tmp_path: Path, name: str) -> WireReport:
 
 
 @contextlib.contextmanager
-def watching(server: Server, number: int) -> Iterator[tuple[Recorder, list[str]]]:
+def watching(server: Server, number: int) -> Iterator[tuple[Viewer, list[str]]]:
     """A viewer of the channel, and its states read every 0.2 s, until the block ends;
     then the viewer must have ended cleanly (unless the block failed)."""
-    viewer = Recorder(server, number)
+    viewer = Viewer(server, number)
     viewer.start()
     done = threading.Event()
     states: list[str] = []
@@ -134,9 +135,9 @@ def test_a_viewer_who_stays_sees_one_stream_through_every_change(
             response = client.post("/api/channels/1/restart")
         assert response.status_code == 202, response.text
         wait_for(lambda: viewer.seconds() > 9, 30, "a while after the operator restart")
-        signal_process(server, 1, signal.SIGKILL)
+        server.signal_channel(1, signal.SIGKILL)
         wait_for(lambda: viewer.seconds() > 15, 30, "a while after the kill")
-        stopped = signal_process(server, 1, signal.SIGSTOP)
+        stopped = server.signal_channel(1, signal.SIGSTOP)
         wait_for(
             lambda: (
                 server.metric("exstream_channel_unhealthy_total", channel="1", reason="stalled")
@@ -165,7 +166,7 @@ def test_a_viewer_who_stays_sees_one_stream_through_every_change(
 
 def test_a_viewer_who_joins_mid_item_gets_a_clean_start(server: Server, tmp_path: Path) -> None:
     wait_for(lambda: (server.channel(1)["current"] or {}).get("offset_seconds", 0) > 1, 30, "mid")
-    viewer = Recorder(server, 1)
+    viewer = Viewer(server, 1)
     viewer.start()
     wait_for(lambda: viewer.seconds() > 8, 30, "eight seconds of stream")
     data = finish(viewer)

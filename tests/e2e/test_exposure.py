@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
+from tests.harness.server import Server, run_server
+from tests.harness.standin import StandIn, StandInFactory, spawns
 from tests.polling import wait_for
 
 RESTART_ROUTE = "/api/channels/{number:int}/restart"
@@ -24,22 +25,9 @@ def library(tmp_path: Path, recorded_ts: Path) -> Path:
     return folder
 
 
-def setup(tmp_path: Path, recorded_ts: Path, library: Path) -> tuple[Path, dict[str, str]]:
-    """Config of an always-on channel 1 on the stand-in ffmpeg, and its environment."""
-    config = write_config(
-        tmp_path,
-        [{"number": 1, "name": "Kids", "media": [str(library)], "mode": "always_on"}],
-        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
-    )
-    env = {
-        "FAKE_FFMPEG_LOG": str(tmp_path / "spawns.log"),
-        "FAKE_FFMPEG_SOURCE": str(recorded_ts),
-    }
-    return config, env
-
-
-def spawned(log: Path) -> int:
-    return len(log.read_text().splitlines()) if log.exists() else 0
+def kids_channel(stand_in: StandInFactory, library: Path) -> StandIn:
+    """An always-on channel 1 playing `library` on the stand-in ffmpeg."""
+    return stand_in([{"number": 1, "name": "Kids", "media": [str(library)], "mode": "always_on"}])
 
 
 def restart_requests(server: Server) -> float:
@@ -47,9 +35,9 @@ def restart_requests(server: Server) -> float:
 
 
 def test_without_a_token_browsers_cannot_post_cross_site_but_clients_can(
-    tmp_path: Path, recorded_ts: Path, library: Path
+    stand_in: StandInFactory, library: Path
 ) -> None:
-    config, env = setup(tmp_path, recorded_ts, library)
+    config, env, log = kids_channel(stand_in, library)
     # Spans are printed into the server's log, next to its log lines.
     env |= {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     with run_server(config, env) as server:
@@ -71,10 +59,10 @@ def test_without_a_token_browsers_cannot_post_cross_site_but_clients_can(
             assert server.metric("exstream_http_cross_site_refused_total") == 2
             assert restart_requests(server) == 0  # no handler ran: nothing restarted
 
-            before = spawned(tmp_path / "spawns.log")
+            before = len(spawns(log))
             curl = client.post("/api/channels/1/restart", json={})
             assert curl.status_code == 202 and curl.json()["action"] == "restarted"
-            wait_for(lambda: spawned(tmp_path / "spawns.log") > before, 10, "the restart")
+            wait_for(lambda: len(spawns(log)) > before, 10, "the restart")
             assert restart_requests(server) == 1
 
             plex = client.post(
@@ -92,9 +80,9 @@ def test_without_a_token_browsers_cannot_post_cross_site_but_clients_can(
 
 
 def test_unauthenticated_callers_see_file_names_only(
-    tmp_path: Path, recorded_ts: Path, library: Path
+    stand_in: StandInFactory, library: Path
 ) -> None:
-    config, env = setup(tmp_path, recorded_ts, library)
+    config, env, _ = kids_channel(stand_in, library)
     with run_server(config, {**env, "EXSTREAM_API_TOKEN": TOKEN}) as server:
         wait_for(lambda: server.channel(1)["current"], 30, "an item on air")
         with server.client() as client:

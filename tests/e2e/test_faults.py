@@ -3,155 +3,49 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import psutil
-import pytest
+import httpx
 
 from service.demo import make_clip
 from service.mpegts import PACKET_SIZE, packets, payload_unit_start, pid
-from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
 from tests.e2e.wire import worst_gap
+from tests.harness import processes
+from tests.harness.config import FAST_HEALTH, one_channel, port_of, write_config
+from tests.harness.processes import alive
+from tests.harness.server import run_server, serve_argv
+from tests.harness.standin import FAKE_FFMPEG_STORM, StandInFactory, spawns
+from tests.harness.viewer import Viewer
 from tests.polling import wait_for
-
-FAST_HEALTH = {
-    "check_interval": 0.5,
-    "stall_timeout": 2.0,
-    "backoff_initial": 0.1,
-    "backoff_max": 0.5,
-    "restart_window": 60.0,
-    "cooldown": 600.0,
-}
-
-
-class Viewer(threading.Thread):
-    """Reads a stream in the background and records when bytes arrived."""
-
-    def __init__(self, server: Server, number: int) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-        self.number = number
-        self.arrivals: list[tuple[float, int]] = []
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with (
-                self.server.client(timeout=30) as client,
-                client.stream("GET", f"/stream/{self.number}.ts") as response,
-            ):
-                assert response.status_code == 200
-                for chunk in response.iter_raw():
-                    self.arrivals.append((time.monotonic(), len(chunk)))
-                    if self.stop.is_set():
-                        return
-        except BaseException as exc:
-            self.error = exc
-
-    def bytes_after(self, moment: float) -> int:
-        return sum(n for t, n in list(self.arrivals) if t > moment)
-
-
-def spawns(log: Path, channel: str) -> list[float]:
-    if not log.exists():
-        return []
-    lines = log.read_text().splitlines()
-    return [float(line.split()[1]) for line in lines if line.split()[0] == channel]
 
 
 def more_spawns(log: Path, channel: str, than: int) -> bool:
     return len(spawns(log, channel)) > than
 
 
-class FakeSetup(NamedTuple):
-    config: Path
-    env: dict[str, str]
-    spawns: Path  # the stand-in's spawn log
-
-
-FakeSetupFactory = Callable[..., FakeSetup]
-
-
-@pytest.fixture
-def fake_setup(tmp_path: Path, recorded_ts: Path) -> FakeSetupFactory:
-    """Config and environment for channels that play one recorded item through the stand-in.
-
-    `make(channels, plan, **sections)`: each channel gets the media folder unless it names
-    one; `plan` maps channel -> behaviours (see fake_ffmpeg.py); sections go to write_config.
-    """
-    media = tmp_path / "media"
-    log = tmp_path / "spawns.log"
-
-    def make(
-        channels: list[dict[str, Any]], plan: dict[str, str], **sections: dict[str, Any]
-    ) -> FakeSetup:
-        media.mkdir(exist_ok=True)
-        (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-        sections.setdefault("ffmpeg", {"ffmpeg": str(FAKE_FFMPEG)})
-        config = write_config(
-            tmp_path, [{"media": [str(media)], **channel} for channel in channels], **sections
-        )
-        env = {
-            "FAKE_FFMPEG_PLAN": json.dumps(plan),
-            "FAKE_FFMPEG_LOG": str(log),
-            "FAKE_FFMPEG_SOURCE": str(recorded_ts),
-        }
-        return FakeSetup(config, env, log)
-
-    return make
-
-
-def ffmpeg_channel(tmp_path: Path, media: list[Path], **health: float) -> Path:
-    """Config of one always-on channel 1 on real ffmpeg, with fast health checks."""
-    return write_config(
-        tmp_path,
-        [{"number": 1, "name": "A", "media": [str(p) for p in media], "mode": "always_on"}],
-        health={**FAST_HEALTH, **health},
-    )
-
-
-def signal_process(server: Server, number: int, signum: int) -> int:
-    """Send `signum` to the channel's current process group; its pid. Items follow one
-    another, so the process read from the API may have just ended: read again."""
-
-    def send() -> int | None:
-        pid: int | None = server.channel(number)["pid"]
-        if pid is None:
-            return None
-        try:
-            os.killpg(pid, signum)
-        except ProcessLookupError:
-            return None
-        return pid
-
-    result: int = wait_for(send, 30, f"a process of channel {number} to signal")
-    return result
-
-
 def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
     # Long items: the process lives on while the work-ahead holds its output.
-    with run_server(ffmpeg_channel(tmp_path, clips(2, 30.0), stall_timeout=5.0)) as server:
+    with run_server(
+        one_channel(tmp_path, clips(2, 30.0), health={**FAST_HEALTH, "stall_timeout": 5.0})
+    ) as server:
         viewer = Viewer(server, 1)
         viewer.start()
         wait_for(lambda: viewer.arrivals, 10, "the viewer's first bytes")
-        pid = signal_process(server, 1, signal.SIGKILL)
+        pid = server.signal_channel(1, signal.SIGKILL)
         killed = time.monotonic()
         new_pid = wait_for(
             lambda: (p := server.channel(1)["pid"]) and p != pid and p, 20, "a new ffmpeg"
         )
         assert new_pid != pid
-        wait_for(lambda: viewer.bytes_after(killed + 0.5) > 50_000, 20, "data again")
+        wait_for(lambda: viewer.bytes_since(killed + 0.5) > 50_000, 20, "data again")
         assert viewer.is_alive() and viewer.error is None  # the same connection
         channel = server.channel(1)
         assert channel["restarts"] == 1 and channel["state"] == "running"
@@ -163,12 +57,12 @@ def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
 def test_stopped_process_is_detected_as_a_stall_killed_and_restarted(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    with run_server(ffmpeg_channel(tmp_path, clips(2, 30.0))) as server:
+    with run_server(one_channel(tmp_path, clips(2, 30.0), health=FAST_HEALTH)) as server:
         wait_for(lambda: server.channel(1)["state"] == "running", 30, "output")
         viewer = Viewer(server, 1)
         viewer.start()
         wait_for(lambda: viewer.arrivals, 10, "the viewer's first bytes")
-        pid = signal_process(server, 1, signal.SIGSTOP)
+        pid = server.signal_channel(1, signal.SIGSTOP)
         stopped = time.monotonic()
         wait_for(
             lambda: server.metric("exstream_channel_unhealthy_total", reason="stalled") == 1,
@@ -179,20 +73,13 @@ def test_stopped_process_is_detected_as_a_stall_killed_and_restarted(
         # used up; the viewer is served from that meanwhile and never waits.
         detected = time.monotonic()
         print(f"stall detected after {detected - stopped:.2f}s")
-        wait_for(lambda: viewer.bytes_after(detected + 1.0) > 0, 10, "data after the restart")
+        wait_for(lambda: viewer.bytes_since(detected + 1.0) > 0, 10, "data after the restart")
         assert worst_gap(viewer.arrivals) < 0.5, worst_gap(viewer.arrivals)
         viewer.stop.set()
-        wait_for(lambda: not psutil.pid_exists(pid) or _zombie(pid), 10, "the old group killed")
+        wait_for(lambda: not alive(pid), 10, "the old group killed")
         wait_for(lambda: server.channel(1)["state"] == "running", 30, "running again")
         assert server.channel(1)["pid"] != pid
         assert "stalled" in server.log()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def clean_cut(data: bytes, near: int) -> int:
@@ -266,9 +153,9 @@ def test_corrupt_missing_and_truncated_media_are_skipped_without_restarts(
 
 
 def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
-    fake_setup: FakeSetupFactory,
+    stand_in: StandInFactory,
 ) -> None:
-    config, env, log = fake_setup(
+    config, env, log = stand_in(
         [{"number": 4, "name": "Broken", "mode": "always_on"}],
         {"4": "crash"},
         health={**FAST_HEALTH, "max_restarts": 3},
@@ -299,9 +186,9 @@ def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
 
 
 def test_failed_on_demand_channel_ends_its_viewers_and_stays_failed_when_idle(
-    fake_setup: FakeSetupFactory,
+    stand_in: StandInFactory,
 ) -> None:
-    config, env, log = fake_setup(
+    config, env, log = stand_in(
         [{"number": 9, "name": "Flaky", "idle_grace": 0.5}],
         {"9": "crash"},
         health={**FAST_HEALTH, "max_restarts": 2},
@@ -327,8 +214,8 @@ def test_failed_on_demand_channel_ends_its_viewers_and_stays_failed_when_idle(
         assert len(spawns(log, "9")) == 3
 
 
-def test_garbage_output_is_a_stall(fake_setup: FakeSetupFactory) -> None:
-    config, env, _ = fake_setup(
+def test_garbage_output_is_a_stall(stand_in: StandInFactory) -> None:
+    config, env, _ = stand_in(
         [{"number": 5, "name": "Noise", "mode": "always_on"}],
         {"5": "garbage,ok"},
         health=FAST_HEALTH,
@@ -347,9 +234,9 @@ def test_garbage_output_is_a_stall(fake_setup: FakeSetupFactory) -> None:
 
 
 def test_operator_restart_of_a_running_channel_is_outside_the_budget(
-    fake_setup: FakeSetupFactory,
+    stand_in: StandInFactory,
 ) -> None:
-    config, env, log = fake_setup(
+    config, env, log = stand_in(
         [
             {"number": 6, "name": "Fine", "mode": "always_on"},
             {"number": 7, "name": "Idle"},
@@ -373,9 +260,9 @@ def test_operator_restart_of_a_running_channel_is_outside_the_budget(
 
 
 def test_viewer_arriving_while_an_idle_channel_stops_gets_a_fresh_start(
-    fake_setup: FakeSetupFactory,
+    stand_in: StandInFactory,
 ) -> None:
-    config, env, log = fake_setup(
+    config, env, log = stand_in(
         [{"number": 8, "name": "Idle", "idle_grace": 0.5}],
         {"8": "slowterm"},
         health=FAST_HEALTH,
@@ -396,16 +283,16 @@ def test_viewer_arriving_while_an_idle_channel_stops_gets_a_fresh_start(
         assert len(spawns(log, "8")) == 2
 
 
-def test_restart_storm_converges_within_the_spawn_rate(fake_setup: FakeSetupFactory) -> None:
+def test_restart_storm_converges_within_the_spawn_rate(stand_in: StandInFactory) -> None:
     channels = [
         {"number": number, "name": f"Storm {number}", "mode": "always_on"}
         for number in range(1, 201)
     ]
     rate, burst = 40.0, 10
-    config, env, log = fake_setup(
+    config, env, log = stand_in(
         channels,
         {},
-        ffmpeg={"ffmpeg": str(Path(__file__).with_name("fake_ffmpeg_storm.sh"))},
+        ffmpeg={"ffmpeg": str(FAKE_FFMPEG_STORM)},
         health={**FAST_HEALTH, "stall_timeout": 120.0, "max_restarts": 3, "max_in_flight": 16},
         pool={"max_processes": 250, "spawn_rate": rate, "spawn_burst": burst},
         playout={"min_horizon": 60},
@@ -431,7 +318,7 @@ def test_restart_storm_converges_within_the_spawn_rate(fake_setup: FakeSetupFact
             "all running",
         )
         pids = [c["pid"] for c in states().values()]
-        before = len(log.read_text().splitlines())
+        before = len(spawns(log))
         for pid in pids:
             os.killpg(pid, signal.SIGKILL)
         # Viewers would see nothing of it (the work-ahead covers the restart): wait for a
@@ -445,7 +332,7 @@ def test_restart_storm_converges_within_the_spawn_rate(fake_setup: FakeSetupFact
             "every channel running a new process, or failed",
         )
         final = states()
-        times = sorted(float(line.split()[1]) for line in log.read_text().splitlines()[before:])
+        times = sorted(spawns(log)[before:])
         assert len(times) >= 200
         worst = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
         print(f"storm: {len(times)} spawns in {times[-1] - times[0]:.1f}s, worst second {worst}")
@@ -453,5 +340,23 @@ def test_restart_storm_converges_within_the_spawn_rate(fake_setup: FakeSetupFact
         assert sum(c["state"] == "running" for c in final.values()) == 200
         descendants = server.children()
         assert "RecursionError" not in server.log()
-    left = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = [p for p in descendants if alive(p.pid)]
     assert left == []
+
+
+def test_readyz_names_the_key_of_a_broken_ffmpeg(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [], ffmpeg={"preset": "ludicrous"})
+    base = f"http://127.0.0.1:{port_of(config)}"
+    with processes.running(
+        serve_argv(config),
+        tmp_path / "server.log",
+        ready_url=f"{base}/healthz",  # it answers, but is not ready
+        env=processes.clean_environment(),
+    ):
+        answer = httpx.get(f"{base}/readyz", timeout=10)
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["checks"]["ffmpeg"] is False
+    (problem,) = body["problems"]
+    assert problem.startswith("ffmpeg.preset: libx264 has no preset 'ludicrous'"), problem
+    assert "ffmpeg.preset: libx264 has no preset" in (tmp_path / "server.log").read_text()

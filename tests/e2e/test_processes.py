@@ -5,12 +5,10 @@ ffmpeg gets none of the service's secrets."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,58 +16,21 @@ from typing import Any
 import psutil
 import pytest
 
-import service
 from service.children import KEPT, KEPT_PREFIXES
 from service.orphans import OWNER, OWNER_PROCESS, marker
-from tests.e2e.harness import FAKE_FFMPEG, Server, run_server, write_config
+from tests.harness.config import FAST_HEALTH, one_channel, write_config
+from tests.harness.processes import alive, run_python
+from tests.harness.server import Server, run_server
+from tests.harness.standin import StandInFactory
 from tests.polling import wait_for
 
-ROOT = Path(service.__file__).parents[1]
-FAST_HEALTH = {
-    "check_interval": 0.5,
-    "stall_timeout": 2.0,
-    "backoff_initial": 0.1,
-    "backoff_max": 0.5,
-    "restart_window": 60.0,
-    "cooldown": 600.0,
-}
 OPEN_FILES = 256
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def kill(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def stand_in(
-    tmp_path: Path, recorded_ts: Path, **sections: dict[str, Any]
-) -> tuple[Path, dict[str, str], Path]:
-    """One always-on channel on the stand-in ffmpeg: config, environment, spawn log."""
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-    config = write_config(
-        tmp_path,
-        [{"number": 1, "name": "A", "media": [str(media)], "mode": "always_on"}],
-        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
-        health=FAST_HEALTH,
-        **sections,
-    )
-    log = tmp_path / "spawns.log"
-    env = {
-        "FAKE_FFMPEG_PLAN": json.dumps({"1": "ok"}),
-        "FAKE_FFMPEG_LOG": str(log),
-        "FAKE_FFMPEG_SOURCE": str(recorded_ts),
-    }
-    return config, env, log
 
 
 def running_process(server: Server, log: Path) -> int:
@@ -84,8 +45,8 @@ def running_process(server: Server, log: Path) -> int:
     return found
 
 
-def test_a_stopped_process_dies_with_a_killed_server(tmp_path: Path, recorded_ts: Path) -> None:
-    config, env, log = stand_in(tmp_path, recorded_ts)
+def test_a_stopped_process_dies_with_a_killed_server(stand_in: StandInFactory) -> None:
+    config, env, log = stand_in(health=FAST_HEALTH)
     children: list[int] = []
     try:
         with run_server(config, env) as server:
@@ -116,14 +77,8 @@ print(subprocess.Popen(["sleep", "600"], env=env, start_new_session=True, **quie
 
 
 def left_behind(data_dir: Path) -> int:
-    result = subprocess.run(
-        [sys.executable, "-c", LEFT_BEHIND, str(data_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    result = run_python(LEFT_BEHIND, str(data_dir), timeout=30)
+    assert result.returncode == 0, result.stderr
     return int(result.stdout)
 
 
@@ -159,20 +114,19 @@ def test_a_start_reaps_what_an_earlier_run_left_behind_and_nothing_else(
 
 
 def test_a_machine_out_of_file_descriptors_does_not_fail_the_channel(
-    tmp_path: Path, recorded_ts: Path
+    stand_in: StandInFactory,
 ) -> None:
     # Connections may take every descriptor: no cap, and idle ones are not closed.
     server_options = {"max_connections": 100_000, "header_timeout": 600.0}
-    config, env, log = stand_in(tmp_path, recorded_ts, server=server_options)
+    config, env, log = stand_in(health=FAST_HEALTH, server=server_options)
     with run_server(config, env, open_files=OPEN_FILES) as server:
         pid = running_process(server, log)
-        port = int(server.base_url.rsplit(":", 1)[1])
         descriptors = Path(f"/proc/{server.pid}/fd")
         idle: list[socket.socket] = []
         try:
             # More than it can take (it closes what it cannot accept).
             for _ in range(OPEN_FILES + 16):
-                idle.append(socket.create_connection(("127.0.0.1", port)))
+                idle.append(socket.create_connection(("127.0.0.1", server.port)))
             wait_for(
                 lambda: len(list(descriptors.iterdir())) >= OPEN_FILES - 2,
                 10,
@@ -208,17 +162,7 @@ def test_a_machine_out_of_file_descriptors_does_not_fail_the_channel(
 def test_ffmpeg_gets_none_of_the_services_secrets(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    config = write_config(
-        tmp_path,
-        [
-            {
-                "number": 1,
-                "name": "A",
-                "media": [str(p) for p in clips(1, 30.0)],
-                "mode": "always_on",
-            }
-        ],
-    )
+    config = one_channel(tmp_path, clips(1, 30.0))
     secrets = {"EXSTREAM_API_TOKEN": "s3cret-token", "CLOUD_SECRET_KEY": "another secret"}
     with run_server(config, env=secrets) as server:
 

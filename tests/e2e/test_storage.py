@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import signal
 import sqlite3
@@ -19,8 +18,10 @@ import pytest
 
 from service.logfile import INSERT, SCHEMA
 from tests.damage import DAMAGES
-from tests.e2e.harness import FAKE_FFMPEG, Recorder, Server, run_server, write_config
-from tests.e2e.test_faults import FAST_HEALTH, signal_process
+from tests.harness.config import FAST_HEALTH, one_channel
+from tests.harness.server import Server, run_server
+from tests.harness.standin import StandInFactory
+from tests.harness.viewer import Viewer
 from tests.polling import wait_for
 
 
@@ -82,27 +83,6 @@ def read_only_directory(path: Path) -> Iterator[Path]:
         yield path / "data"
 
 
-def stand_in_channel(
-    tmp_path: Path, recorded_ts: Path, **server: Any
-) -> tuple[Path, dict[str, str]]:
-    """Config and environment of one always-on channel played by the ffmpeg stand-in."""
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "item.ts").write_bytes(recorded_ts.read_bytes())
-    config = write_config(
-        tmp_path,
-        [{"number": 1, "name": "A", "media": [str(media)], "mode": "always_on"}],
-        server=server,
-        ffmpeg={"ffmpeg": str(FAKE_FFMPEG)},
-    )
-    env = {
-        "FAKE_FFMPEG_PLAN": json.dumps({"1": "ok"}),
-        "FAKE_FFMPEG_LOG": str(tmp_path / "spawns.log"),
-        "FAKE_FFMPEG_SOURCE": str(recorded_ts),
-    }
-    return config, env
-
-
 def storage(server: Server) -> dict[str, Any]:
     report: dict[str, Any] = server.get("/readyz").json()["storage"]
     return report
@@ -110,18 +90,14 @@ def storage(server: Server) -> dict[str, Any]:
 
 def streams_again_after_a_kill(server: Server) -> None:
     """A viewer keeps its connection, and gets bytes again, after ffmpeg is SIGKILLed."""
-    viewer = Recorder(server, 1)
+    viewer = Viewer(server, 1)
     viewer.start()
     try:
         wait_for(lambda: viewer.arrivals, 20, "the viewer's first bytes")
-        pid = signal_process(server, 1, signal.SIGKILL)
+        pid = server.signal_channel(1, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: server.channel(1)["pid"] not in (None, pid), 20, "a new ffmpeg")
-
-        def bytes_after_the_kill() -> int:
-            return sum(n for t, n in list(viewer.arrivals) if t > killed + 0.5)
-
-        wait_for(lambda: bytes_after_the_kill() > 50_000, 20, "data again")
+        wait_for(lambda: viewer.bytes_since(killed + 0.5) > 50_000, 20, "data again")
         assert viewer.is_alive() and viewer.error is None
         assert viewer.status == 200
     finally:
@@ -131,14 +107,13 @@ def streams_again_after_a_kill(server: Server) -> None:
 def test_a_read_only_data_dir_degrades_the_stores_never_the_channels(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    media = [str(p) for p in clips(2, 30.0)]
     with read_only_directory(tmp_path / "read-only") as data_dir:
         # Where it can be, the working directory and TMPDIR are read-only too: neither the
         # service nor a spawned ffmpeg may need to write anything anywhere.
         cwd = data_dir if data_dir.is_dir() else None
-        config = write_config(
+        config = one_channel(
             tmp_path,
-            [{"number": 1, "name": "A", "media": media, "mode": "always_on"}],
+            clips(2, 30.0),
             server={"data_dir": str(data_dir)},
             health={**FAST_HEALTH, "stall_timeout": 5.0},
         )
@@ -164,7 +139,7 @@ def test_a_read_only_data_dir_degrades_the_stores_never_the_channels(
 
 
 def test_a_full_disk_degrades_the_stores_and_the_log_store_comes_back(
-    tmp_path: Path, recorded_ts: Path
+    tmp_path: Path, stand_in: StandInFactory
 ) -> None:
     if not can_mount():
         pytest.skip("needs a small tmpfs (root that may mount); test_logstore fills a file")
@@ -174,12 +149,12 @@ def test_a_full_disk_degrades_the_stores_and_the_log_store_comes_back(
             while True:
                 out.write(bytes(4096))
                 out.flush()
-        config, env = stand_in_channel(tmp_path, recorded_ts, data_dir=str(data_dir))
+        config, env, _ = stand_in(server={"data_dir": str(data_dir)})
         with run_server(config, env=env) as server:
             report = storage(server)
             assert report["logs"]["reason"] == "disk_full", report
             assert report["probe_cache"]["reason"] == "disk_full", report
-            viewer = Recorder(server, 1)
+            viewer = Viewer(server, 1)
             viewer.start()
             wait_for(lambda: len(viewer.data) > 100_000, 20, "the channel's stream")
             viewer.finish()
@@ -218,13 +193,13 @@ def write_log_store(path: Path, entries: int = 5000) -> None:
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_a_damaged_log_store_is_moved_aside_and_the_service_starts(
-    tmp_path: Path, recorded_ts: Path, damage: str
+    tmp_path: Path, stand_in: StandInFactory, damage: str
 ) -> None:
     path = tmp_path / "data" / "logs.sqlite"
     write_log_store(path)
     path.write_bytes(DAMAGES[damage](path.read_bytes()))
     evidence = path.read_bytes()
-    config, env = stand_in_channel(tmp_path, recorded_ts)
+    config, env, _ = stand_in()
     with run_server(config, env=env) as server:
         # Damage in the middle is found by the writer's first check, just after start.
         moved = wait_for(lambda: storage(server)["logs"].get("moved_aside"), 20, "moved aside")
@@ -234,7 +209,7 @@ def test_a_damaged_log_store_is_moved_aside_and_the_service_starts(
         copy = path.parent / name
         assert copy.read_bytes() == evidence
         assert server.metric("exstream_storage_damaged_total", store="logs") == 1
-        viewer = Recorder(server, 1)
+        viewer = Viewer(server, 1)
         viewer.start()
         wait_for(lambda: len(viewer.data) > 100_000, 20, "the channel's stream")
         viewer.finish()

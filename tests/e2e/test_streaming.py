@@ -18,8 +18,9 @@ import psutil
 import pytest
 
 from service.mpegts import PAT_PID, StartPoint, packets, payload_unit_start, pid, random_access
-from tests.e2e.harness import Server, run_server, stop_server, write_config
 from tests.e2e.tsutil import backwards_dts, cut_clean, decode_errors, probe_streams
+from tests.harness.config import one_channel, write_config
+from tests.harness.server import Server, run_server, stop_server
 from tests.polling import wait_for
 
 CLIP_SECONDS = 2.0
@@ -237,10 +238,9 @@ def test_hdhomerun_emulation(server: Server) -> None:
 def test_slow_viewer_is_dropped_and_others_keep_receiving(
     tmp_path: Path, clips: Callable[[int, float], list[Path]]
 ) -> None:
-    media = clips(3, CLIP_SECONDS)
-    config = write_config(
+    config = one_channel(
         tmp_path,
-        [{"number": 1, "name": "Fast", "media": [str(p) for p in media], "mode": "always_on"}],
+        clips(3, CLIP_SECONDS),
         ffmpeg={"video_bitrate": 2_000_000},
         stream={"buffer_bytes": 192_512, "send_timeout": 2.0},
     )
@@ -248,8 +248,7 @@ def test_slow_viewer_is_dropped_and_others_keep_receiving(
         wait_for(lambda: server.channel(1)["state"] == "running", 30, "channel running")
         stuck = socket.socket()
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        port = int(server.base_url.rsplit(":", 1)[1])
-        stuck.connect(("127.0.0.1", port))
+        stuck.connect(("127.0.0.1", server.port))
         stuck.sendall(b"GET /stream/1.ts HTTP/1.1\r\nHost: test\r\n\r\n")
         try:
             with server.client() as client, client.stream("GET", "/stream/1.ts") as good:

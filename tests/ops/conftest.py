@@ -7,28 +7,24 @@ webhook addresses are rewritten, in a copy made from alerts/alertmanager.yml.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import psutil
 import pytest
 import yaml
 
 from tests import polling
+from tests.harness.network import free_port
+from tests.harness.processes import log_tail, start, stop, wait_ready
+from tests.harness.receiver import Receiver, receiving
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "exstream.rules.yml"
@@ -49,13 +45,6 @@ _EXSTREAM_MAIN = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def wait_for(
     check: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.2
 ) -> T:
@@ -65,42 +54,18 @@ def wait_for(
     )
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL it; ffmpeg children in their own sessions too."""
-    if proc.poll() is None:
-        try:
-            children = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        for child in children:
-            # A stopped child cannot handle SIGTERM.
-            with_suppress(child.resume)
-        with_suppress(lambda: os.killpg(proc.pid, signal.SIGTERM))
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with_suppress(lambda: os.killpg(proc.pid, signal.SIGKILL))
-            proc.wait(timeout)
-        for child in children:
-            with_suppress(child.kill)
-
-
-def with_suppress(action: Callable[[], object]) -> None:
-    with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-        action()
-
-
 @dataclass
 class Webhook:
-    """Alertmanager's webhook receiver: keeps every notification body with its path."""
+    """Alertmanager's webhook receiver: every notification body with its path."""
 
-    port: int
-    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    receiver: Receiver
+
+    @property
+    def port(self) -> int:
+        return int(self.receiver.url.rsplit(":", 1)[1])
 
     def notifications(self) -> list[tuple[str, dict[str, Any]]]:
-        with self.lock:
-            return list(self.received)
+        return [(path, json.loads(body or b"{}")) for path, body in self.receiver.posts()]
 
     def alerts(self, status: str, **labels: str) -> list[tuple[str, dict[str, Any]]]:
         return [
@@ -114,27 +79,8 @@ class Webhook:
 
 @pytest.fixture(scope="session")
 def webhook() -> Iterator[Webhook]:
-    hook = Webhook(port=0)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
-            with hook.lock:
-                hook.received.append((self.path, body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    hook.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield hook
-    server.shutdown()
-    server.server_close()
+    with receiving() as receiver:
+        yield Webhook(receiver)
 
 
 def alertmanager_test_config(webhook_port: int) -> dict[str, Any]:
@@ -160,23 +106,10 @@ class Service:
     log: Path
 
     def tail(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        return log_tail(self.log)
 
-
-def start(argv: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def wait_ready(service: Service, path: str, timeout: float = 60.0) -> None:
-    def ready() -> bool:
-        if service.proc.poll() is not None:
-            raise AssertionError(f"{service.proc.args!r} exited:\n{service.tail()}")
-        return httpx.get(service.url + path, timeout=2).status_code == 200
-
-    wait_for(ready, f"{service.url}{path}", timeout)
+    def wait_ready(self, path: str, timeout: float = 60.0) -> None:
+        wait_ready(self.proc, self.url + path, self.log, timeout)
 
 
 @pytest.fixture(scope="session")
@@ -195,13 +128,13 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> 
         "--cluster.listen-address=",
     ]
     service = Service(
-        start(argv, root / "log.txt", root), f"http://127.0.0.1:{port}", root / "log.txt"
+        start(argv, root / "log.txt", cwd=root), f"http://127.0.0.1:{port}", root / "log.txt"
     )
     try:
-        wait_ready(service, "/-/ready")
+        service.wait_ready("/-/ready")
         yield service
     finally:
-        stop_process(service.proc)
+        stop(service.proc)
 
 
 CHANNELS_TOML = """\
@@ -300,7 +233,9 @@ def stack(
     (root / "channels.toml").write_text(CHANNELS_TOML.format(port=port), encoding="utf-8")
     argv = [sys.executable, "-c", _EXSTREAM_MAIN, "serve", "--config", "channels.toml"]
     exstream = Service(
-        start(argv, root / "exstream.log", root), f"http://127.0.0.1:{port}", root / "exstream.log"
+        start(argv, root / "exstream.log", cwd=root),
+        f"http://127.0.0.1:{port}",
+        root / "exstream.log",
     )
 
     prom_port = free_port()
@@ -325,16 +260,16 @@ def stack(
         "--enable-feature=exemplar-storage",
     ]
     prometheus = Service(
-        start(prom_argv, root / "prometheus.log", root),
+        start(prom_argv, root / "prometheus.log", cwd=root),
         f"http://127.0.0.1:{prom_port}",
         root / "prometheus.log",
     )
     try:
-        wait_ready(exstream, "/healthz")
-        wait_ready(prometheus, "/-/ready")
+        exstream.wait_ready("/healthz")
+        prometheus.wait_ready("/-/ready")
         result = Stack(exstream, prometheus, alertmanager, webhook, time.time())
         wait_for(lambda: result.query('up{job="exstream"} == 1'), "Prometheus scraping exstream")
         yield result
     finally:
-        stop_process(prometheus.proc)
-        stop_process(exstream.proc)
+        stop(prometheus.proc)
+        stop(exstream.proc)

@@ -10,23 +10,24 @@ from pathlib import Path
 import psutil
 import pytest
 
-import service
 from service.children import _SHIM, child_environment
 from service.ffmpeg import ManagedProcess
 from service.media import MediaScanner, ProbeCache
+from tests.harness.processes import ROOT, alive, run_python
 from tests.polling import wait_for
-
-ROOT = Path(service.__file__).parents[1]
 
 
 def test_the_environment_keeps_what_ffmpeg_needs_and_nothing_else() -> None:
-    environ = {
+    needed = {
         "PATH": "/usr/bin",
         "HOME": "/home/x",
         "LANG": "de_DE.UTF-8",
         "LC_ALL": "de_DE.UTF-8",
         "TZ": "Europe/Berlin",
         "FONTCONFIG_FILE": "/etc/fonts/fonts.conf",
+    }
+    environ = {
+        **needed,
         "EXSTREAM_API_TOKEN": "secret",
         "EXSTREAM_LOG_LEVEL": "DEBUG",
         "AWS_SECRET_ACCESS_KEY": "secret",
@@ -37,12 +38,7 @@ def test_the_environment_keeps_what_ffmpeg_needs_and_nothing_else() -> None:
         environ, pass_env=["LIBVA_*", "EXSTREAM_*", "*TOKEN"], marker={"EXSTREAM_OWNER": "/d"}
     )
     assert env == {
-        "PATH": "/usr/bin",
-        "HOME": "/home/x",
-        "LANG": "de_DE.UTF-8",
-        "LC_ALL": "de_DE.UTF-8",
-        "TZ": "Europe/Berlin",
-        "FONTCONFIG_FILE": "/etc/fonts/fonts.conf",
+        **needed,
         "LIBVA_DRIVER_NAME": "iHD",
         "LIBVA_DRIVERS_PATH": "/opt/va",
         "EXSTREAM_OWNER": "/d",  # the marker only: no EXSTREAM_* variable of the service
@@ -105,9 +101,9 @@ async def test_a_missing_program_fails_the_start() -> None:
 def test_the_shim_runs_nothing_when_its_parent_is_already_gone() -> None:
     # The parent died between the fork and prctl(): the child is someone else's now.
     not_the_parent = str(os.getpid() + 1_000_000)
-    argv = [sys.executable, "-I", "-S", "-c", _SHIM, not_the_parent, "/bin/echo", "echo", "ran"]
-    result = subprocess.run(argv, capture_output=True, timeout=30, check=False)
-    assert (result.returncode, result.stdout) == (1, b"")
+    argv = [not_the_parent, "/bin/echo", "echo", "ran"]
+    result = run_python(_SHIM, *argv, flags=["-I", "-S"], timeout=30)
+    assert (result.returncode, result.stdout) == (1, "")
 
 
 HOLDER = """
@@ -123,13 +119,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_a_stopped_child_dies_with_a_killed_parent() -> None:
@@ -199,12 +188,5 @@ def test_closing_a_childs_pipe_never_closes_another_threads_descriptor() -> None
     """uvloop's pipe transports close each descriptor twice; another thread given the
     number in between lost it ("Bad file descriptor" in spawns; libuv itself can abort
     or hang on it). In an interpreter of its own, with a timeout, for that reason."""
-    result = subprocess.run(
-        [sys.executable, "-c", PIPES_UNDER_FIRE],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(PIPES_UNDER_FIRE, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, "[]\n", "")

@@ -1,43 +1,21 @@
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.harness.network import free_port
+from tests.harness.server import run_cli
 
 Clips = Callable[[int, float], list[Path]]
 ENV_VARS = (
     "EXSTREAM_HOST", "EXSTREAM_PORT", "EXSTREAM_DATA_DIR", "EXSTREAM_PUBLIC_URL",
     "EXSTREAM_LOG_LEVEL", "EXSTREAM_LOG_FORMAT", "EXSTREAM_API_TOKEN", "EXSTREAM_CONFIG",
 )  # fmt: skip
-
-
-def exstream(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("EXSTREAM_")}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -56,7 +34,7 @@ def good_config(tmp_path: Path, clips: Clips) -> Path:
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["check"]])
 def test_help_explains_commands_and_environment(command: list[str]) -> None:
-    result = exstream(*command, "--help")
+    result = run_cli(*command, "--help")
     assert result.returncode == 0
     for name in ENV_VARS:
         assert name in result.stdout, name
@@ -70,14 +48,14 @@ def test_help_explains_commands_and_environment(command: list[str]) -> None:
 
 
 def test_check_good_config(good_config: Path) -> None:
-    result = exstream("check", str(good_config))
+    result = run_cli("check", str(good_config))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{good_config}: ok, 2 channel(s)\n"
     assert result.stderr == ""
 
 
 def test_check_reads_exstream_config(good_config: Path) -> None:
-    result = exstream("check", env={"EXSTREAM_CONFIG": str(good_config)})
+    result = run_cli("check", env={"EXSTREAM_CONFIG": str(good_config)})
     assert result.returncode == 0, result.stderr
     assert "ok, 2 channel(s)" in result.stdout
 
@@ -89,7 +67,7 @@ def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
         '[[channels]]\nnumber = 1\nname = "a"\nmedia = ["x"]\n'
         '[[channels]]\nnumber = 1\nname = "b"\nmode = 3\n'
     )
-    result = exstream("check", str(config), env={"EXSTREAM_PORT": "abc"})
+    result = run_cli("check", str(config), env={"EXSTREAM_PORT": "abc"})
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -115,7 +93,7 @@ def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
 def test_check_bad_input_is_one_line_no_traceback(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(text)
-    result = exstream("check", str(config))
+    result = run_cli("check", str(config))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
@@ -123,7 +101,7 @@ def test_check_bad_input_is_one_line_no_traceback(tmp_path: Path, text: str, mes
 
 
 def test_check_missing_file(tmp_path: Path) -> None:
-    result = exstream("check", str(tmp_path / "nope.toml"))
+    result = run_cli("check", str(tmp_path / "nope.toml"))
     assert result.returncode == 2
     assert result.stderr == f"{tmp_path / 'nope.toml'}: no such file\n"
 
@@ -139,7 +117,7 @@ def test_check_warns_about_corrupt_media_and_empty_channels(tmp_path: Path, clip
         '[[channels]]\nnumber = 1\nname = "a"\nmedia = ["media"]\n'
         '[[channels]]\nnumber = 2\nname = "b"\nmedia = ["empty", "later/*.mp4"]\n'
     )
-    result = exstream("check", str(config))
+    result = run_cli("check", str(config))
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0] == (
@@ -155,7 +133,7 @@ def test_check_warns_about_corrupt_media_and_empty_channels(tmp_path: Path, clip
     assert len(lines) == 3
     assert result.stdout == f"{config}: ok, 2 channel(s)\n"
     # --no-scan validates without probing.
-    quick = exstream("check", "--no-scan", str(config))
+    quick = run_cli("check", "--no-scan", str(config))
     assert quick.returncode == 0
     assert "skipping" not in quick.stderr
 
@@ -166,7 +144,7 @@ def test_serve_with_bad_config_exits_2_without_listening(tmp_path: Path) -> None
     config.write_text(
         f'[server]\nport = {port}\n[[channels]]\nnumber = 1\nname = "a"\nmedia = ["missing"]\n'
     )
-    result = exstream("serve", "--config", str(config), timeout=60)
+    result = run_cli("serve", "--config", str(config), timeout=60)
     assert result.returncode == 2
     assert result.stderr == f"{config}: channels[0].media[0]: no such directory 'missing'\n"
     assert result.stdout == ""
@@ -176,14 +154,14 @@ def test_serve_with_bad_config_exits_2_without_listening(tmp_path: Path) -> None
 
 
 def test_demo_writes_media_and_a_config_that_checks(tmp_path: Path) -> None:
-    result = exstream("demo", str(tmp_path / "demo"), "--port", "8999", timeout=300)
+    result = run_cli("demo", str(tmp_path / "demo"), "--port", "8999", timeout=300)
     assert result.returncode == 0, result.stderr
     config = tmp_path / "demo" / "channels.toml"
     lines = result.stdout.splitlines()
     assert lines[0] == f"wrote {config}"
     assert "http://127.0.0.1:8999/iptv/channels.m3u" in lines[1]
     assert lines[-1].endswith("http://127.0.0.1:8999/stream/3.ts")
-    checked = exstream("check", str(config))
+    checked = run_cli("check", str(config))
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout == f"{config}: ok, 3 channel(s)\n"
     # The third demo channel is the offline slate on purpose.
@@ -201,7 +179,7 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         config = tmp_path / "channels.toml"
         config.write_text(f'[server]\nport = {port}\ndata_dir = "{tmp_path / "data"}"\n')
-        result = exstream("serve", "--config", str(config), timeout=60)
+        result = run_cli("serve", "--config", str(config), timeout=60)
     assert result.returncode == 2
     assert result.stderr == f"exstream: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert result.stdout == ""
@@ -259,7 +237,7 @@ def test_check_tries_the_configured_tools_and_names_the_key(
     config = tmp_path / "channels.toml"
     lines = [f'{key} = "{value}"' for key, value in ffmpeg.items()]
     config.write_text("[ffmpeg]\n" + "\n".join(lines) + "\n")
-    result = exstream("check", "--no-scan", str(config), timeout=60)
+    result = run_cli("check", "--no-scan", str(config), timeout=60)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"{config}: {expected}"), line

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -20,6 +17,7 @@ from service.config import ServerSettings, parse_settings
 from service.exposure import exposure_warning, is_loopback, shows_paths, without_directories
 from service.runner import ChannelState
 from telemetry.logging import redact
+from tests.harness.server import run_cli
 from tests.service.api.conftest import TENACITY_INITIAL, running
 
 pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
@@ -182,14 +180,12 @@ def test_serve_warns_of_a_public_bind_without_token(tmp_path: Path) -> None:
         f'[server]\nhost = "192.0.2.1"\nport = 8410\ndata_dir = "{tmp_path / "data"}"\n',
         encoding="utf-8",
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("EXSTREAM_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--config", str(config)],
-        env={**environ, "EXSTREAM_LOG_FORMAT": "json", "OTEL_SDK_DISABLED": "true"},
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        "serve",
+        "--config",
+        str(config),
+        env={"EXSTREAM_LOG_FORMAT": "json", "OTEL_SDK_DISABLED": "true"},
         timeout=60,
-        check=False,
     )
     assert done.returncode != 0
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]

@@ -5,7 +5,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from service.ffmpeg import (
 )
 from service.media import MediaItem, item_from_probe
 from tests.e2e.tsutil import decode_errors, ffprobe
+from tests.harness.processes import run_python
 from tests.polling import wait_until
 
 SETTINGS = FfmpegSettings(width=320, height=240, fps=25, video_bitrate=500_000, gop_seconds=1.0)
@@ -476,23 +476,10 @@ asyncio.run(main())
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_a_start_cancelled_while_spawning_leaves_no_process() -> None:
     # In an interpreter of its own: a lost Popen and its pipes would leak into this
     # one's later tests.
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", CANCELLED_START, "sleep", "100"],
-        cwd=Path(service.ffmpeg.__file__).parents[1],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_python(CANCELLED_START, "sleep", "100", flags=["-W", "error"], timeout=30)
     assert (result.returncode, result.stdout, result.stderr) == (0, "cancelled\n0\n", "")
 
 

@@ -26,6 +26,7 @@ from service.logstore import LogFilter, LogStore, micros
 from telemetry.logging import REDACTED, configure_logging, redact, redact_value
 from telemetry.metrics import Metrics
 from tests.damage import DAMAGES
+from tests.loglines import capturing, level_and_message
 from tests.polling import wait_until
 from tests.service.api.conftest import TENACITY_INITIAL, running
 from tests.service.api.conftest import quiet_logs as quiet_logs  # a fixture, used below
@@ -291,10 +292,8 @@ def test_logs_section_of_the_config(tmp_path: Path) -> None:
 @pytest.fixture
 def captured() -> Iterator[list[tuple[str, str]]]:
     """(level, message) of every loguru line while the test runs."""
-    lines: list[tuple[str, str]] = []
-    handler = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])))
-    yield lines
-    logger.remove(handler)
+    with capturing(level_and_message) as lines:
+        yield lines
 
 
 def said(lines: list[tuple[str, str]], level: str, start: str) -> int:
@@ -350,6 +349,15 @@ def corrupt(statement: str, readers: bool) -> _Trap:
     return _Trap(sqlite3.SQLITE_CORRUPT, "database disk image is malformed", statement, readers)
 
 
+async def trapped(make_store: StoreFactory, path: Path, trap: _Trap) -> LogStore:
+    """A started store at `path` that holds one entry ("old"), `trap` armed."""
+    store = await started(make_store, path=path, connect=trap.connect)
+    store.append(entry("old"))
+    await store.flush()
+    trap.armed.set()
+    return store
+
+
 async def damaged_store_file(make_store: StoreFactory, path: Path, damage: str) -> int:
     """A store file with 5000 entries, damaged; the highest id it handed out."""
     old = await started(make_store, path=path)
@@ -391,11 +399,7 @@ async def test_a_damaged_file_is_moved_aside_and_created_again_at_start(
 async def test_damage_a_query_meets_answers_503_and_the_file_is_replaced(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
-    trap = corrupt("SELECT", readers=True)
-    store = await started(make_store, path=tmp_path / "logs.sqlite", connect=trap.connect)
-    store.append(entry("old"))
-    await store.flush()
-    trap.armed.set()
+    store = await trapped(make_store, tmp_path / "logs.sqlite", corrupt("SELECT", readers=True))
     with pytest.raises(LogStoreUnavailable) as caught:
         await store.page(LogFilter(min_level=40), None, 10)
     assert (caught.value.status_code, caught.value.code) == (503, "log_store_unavailable")
@@ -411,10 +415,7 @@ async def test_damage_an_insert_meets_moves_the_file_aside_and_loses_no_entry(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
     trap = corrupt("INSERT", readers=False)
-    store = await started(make_store, path=tmp_path / "logs.sqlite", connect=trap.connect)
-    store.append(entry("old"))
-    await store.flush()
-    trap.armed.set()
+    store = await trapped(make_store, tmp_path / "logs.sqlite", trap)
     store.append(entry("during"))
     await store.flush()
     assert not trap.armed.is_set()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loguru import logger
 from prometheus_client import CollectorRegistry
 
 from service.demo import make_clip
@@ -29,6 +28,7 @@ from service.media import (
 from telemetry.metrics import Metrics
 from tests.conftest import FakeClock
 from tests.damage import DAMAGES
+from tests.loglines import capturing, level_and_message
 
 Clips = Callable[[int, float], list[Path]]
 
@@ -391,10 +391,8 @@ ITEM = MediaItem("/m/a.mp4", 3.0, "a", "h264", "aac", 2, 2, video_index=0, audio
 
 @pytest.fixture
 def logged() -> Iterator[list[str]]:
-    lines: list[str] = []
-    handler = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
-    yield lines
-    logger.remove(handler)
+    with capturing(lambda record: " ".join(level_and_message(record))) as lines:
+        yield lines
 
 
 def gauge(metrics: Metrics) -> float:

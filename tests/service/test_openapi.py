@@ -1,15 +1,12 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from prometheus_client import CollectorRegistry
 from schemathesis import Case
@@ -29,7 +26,7 @@ from starlette.routing import Mount, Route
 from service.app import create_app, log_store_of
 from service.config import parse_settings
 from service.openapi import DOCUMENT
-from tests.polling import wait_for
+from tests.harness.inprocess import serving_in_thread
 from tests.service.api.conftest import TENACITY_INITIAL, running
 
 pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
@@ -73,27 +70,11 @@ async def test_the_document_is_served(tmp_path: Path) -> None:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The whole app under a real uvicorn in a thread, with a token and some stored logs."""
     app = make_app(tmp_path_factory.mktemp("openapi"), {"EXSTREAM_API_TOKEN": TOKEN})
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-
-    def started() -> bool:
-        assert thread.is_alive(), "server did not start"
-        return server.started
-
-    wait_for(started, 30, "the server to start")
-    store = log_store_of(app)
-    for i in range(50):
-        store.append({"time": None, "level": "INFO", "message": f"seed {i}", "extra": {}})
-    yield url
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    with serving_in_thread(app) as url:
+        store = log_store_of(app)
+        for i in range(50):
+            store.append({"time": None, "level": "INFO", "message": f"seed {i}", "extra": {}})
+        yield url
 
 
 CHECKS: list[CheckFunction] = [

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loguru import logger
 from prometheus_client import CollectorRegistry
 
 from service.config import ChannelConfig, ServerSettings, Settings
@@ -21,16 +20,15 @@ from service.protocol import (
     raise_open_files_limit,
 )
 from telemetry.metrics import Metrics
+from tests.loglines import capturing, message
 
 LIMITS = ClientLimits(max_connections=40, max_header_bytes=32768, header_timeout=10.0)
 
 
 @pytest.fixture
 def messages() -> Iterator[list[str]]:
-    found: list[str] = []
-    handler = logger.add(lambda message: found.append(message.record["message"]), level="INFO")
-    yield found
-    logger.remove(handler)
+    with capturing(message, "INFO") as found:
+        yield found
 
 
 def settings(channels: int, **server: Any) -> Settings:

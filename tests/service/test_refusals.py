@@ -4,18 +4,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from loguru import logger
 
 from service.refusals import RefusalReport
 from tests.conftest import FakeClock
+from tests.loglines import capturing
 
 
 @pytest.fixture
 def records() -> Iterator[list[Any]]:
-    found: list[Any] = []
-    handler = logger.add(lambda message: found.append(message.record), level="DEBUG")
-    yield found
-    logger.remove(handler)
+    with capturing(lambda record: record) as found:
+        yield found
 
 
 def lines(records: list[Any]) -> list[tuple[str, str]]:

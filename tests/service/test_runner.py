@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from loguru import logger
 from prometheus_client import CollectorRegistry
 
 from service.config import ChannelConfig, Settings
@@ -21,6 +20,7 @@ from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
 from service.runner import ChannelRunner, ChannelState
 from telemetry.metrics import Metrics
+from tests.loglines import capturing, message
 from tests.polling import wait_until
 
 
@@ -56,10 +56,8 @@ class Sleep:
 
 @pytest.fixture
 def warnings() -> Iterator[list[str]]:
-    messages: list[str] = []
-    handler = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
-    yield messages
-    logger.remove(handler)
+    with capturing(message, "WARNING") as found:
+        yield found
 
 
 async def test_a_machine_short_of_resources_is_waited_out_outside_the_budget(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
@@ -12,15 +12,13 @@ from tests.polling import wait_until
 from tests.telemetry.conftest import TracedApp, by_name
 from tests.telemetry.test_catalogue import assert_documented
 
-FAST_HEALTH = """
-[health]
-check_interval = 0.2
-stall_timeout = 1
-# 1 is tenacity's default (other values warn: `initial` is deprecated there).
-backoff_initial = 1
-backoff_max = 1
-max_restarts = {max_restarts}
-"""
+FAST_HEALTH = {
+    "check_interval": 0.2,
+    "stall_timeout": 1,
+    # 1 is tenacity's default (other values warn: `initial` is deprecated there).
+    "backoff_initial": 1,
+    "backoff_max": 1,
+}
 
 
 def parent_id(span: ReadableSpan) -> int | None:
@@ -45,11 +43,10 @@ def hex_ids(span: ReadableSpan) -> tuple[str, str]:
 
 async def test_stall_to_first_output_is_one_linked_trace(
     traced_app: TracedApp,
-    spans: tuple[TracerProvider, InMemorySpanExporter],
+    exporter: InMemorySpanExporter,
     log_entries: list[dict[str, Any]],
 ) -> None:
-    _, exporter = spans
-    app = traced_app("stall", extra=FAST_HEALTH.format(max_restarts=5))
+    app = traced_app("stall", health={**FAST_HEALTH, "max_restarts": 5})
 
     def restarted() -> ReadableSpan | None:
         # A restart that reached its first output: that span has ended by now.
@@ -119,11 +116,10 @@ async def test_stall_to_first_output_is_one_linked_trace(
 
 async def test_refused_restart_is_an_error_span_with_its_reason(
     traced_app: TracedApp,
-    spans: tuple[TracerProvider, InMemorySpanExporter],
+    exporter: InMemorySpanExporter,
     log_entries: list[dict[str, Any]],
 ) -> None:
-    _, exporter = spans
-    app = traced_app("exit", extra=FAST_HEALTH.format(max_restarts=1))
+    app = traced_app("fail", health={**FAST_HEALTH, "max_restarts": 1})
 
     def refused() -> ReadableSpan | None:
         for span in by_name(exporter.get_finished_spans(), "channel.restart"):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +21,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
 
 from telemetry.metrics import Metrics, MetricsEndpoint, trace_exemplar
+from tests.harness.config import write_config
+from tests.harness.network import free_port
+from tests.harness.processes import running
+from tests.harness.server import Server, run_server
 from tests.polling import wait_for
-from tests.telemetry.conftest import free_port
 from tests.telemetry.test_catalogue import catalogue_metrics, exposed_names
 
 pytestmark = pytest.mark.skipif(
@@ -45,75 +46,32 @@ def wait_for_http(check: Callable[[], T | None], what: str) -> T:
     return wait_for(check, 60, what, HTTP_POLL_INTERVAL, ignore=(httpx.HTTPError,))
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture
 def exstream(
     tmp_path: Path,
     standin: Callable[[str], Path],
     otlp_receiver: tuple[str, list[tuple[str, bytes]]],
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+) -> Iterator[Server]:
     """`exstream serve` with a streaming stand-in for ffmpeg and OTLP export to a receiver."""
-    port = free_port()
     (tmp_path / "media").mkdir()
-    config = tmp_path / "channels.toml"
-    config.write_text(
-        f"""
-[server]
-port = {port}
-data_dir = "data"
-graceful_shutdown = 2
-
-[ffmpeg]
-ffmpeg = "{standin("stream")}"
-
-[health]
-backoff_initial = 1
-backoff_max = 1
-
-[[channels]]
-number = 1
-name = "Always"
-media = ["media"]
-mode = "always_on"
-""",
-        encoding="utf-8",
+    config = write_config(
+        tmp_path,
+        [{"number": 1, "name": "Always", "media": [str(tmp_path / "media")], "mode": "always_on"}],
+        server={"graceful_shutdown": 2},
+        ffmpeg={"ffmpeg": str(standin("ok"))},
+        health={"backoff_initial": 1, "backoff_max": 1},
     )
     env = {
-        **os.environ,
-        "EXSTREAM_HOST": "127.0.0.1",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver[0],
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    log = (tmp_path / "exstream.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--config", str(config)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(lambda: httpx.get(f"{base}/readyz").status_code == 200, "exstream ready")
-        yield base, proc
-    finally:
-        stop(proc)
-        log.close()
+    with run_server(config, env, log_level="INFO") as server:
+        yield server
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, exstream: tuple[str, subprocess.Popen[bytes]]) -> Iterator[str]:
+def prometheus(tmp_path: Path, exstream: Server) -> Iterator[str]:
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -124,27 +82,19 @@ global:
 scrape_configs:
   - job_name: exstream
     static_configs:
-      - targets: ["{exstream[0].removeprefix("http://")}"]
+      - targets: ["127.0.0.1:{exstream.port}"]
 """,
         encoding="utf-8",
     )
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--enable-feature=exemplar-storage",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    argv = [
+        "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--enable-feature=exemplar-storage",
+    ]
+    with running(argv, tmp_path / "prometheus.log", stop_timeout=30):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
-        log.close()
 
 
 def query(prometheus: str, path: str, **params: str) -> Any:
@@ -156,11 +106,11 @@ def query(prometheus: str, path: str, **params: str) -> Any:
 
 
 def test_a_real_prometheus_sees_the_whole_catalogue_with_exemplars(
-    exstream: tuple[str, subprocess.Popen[bytes]],
+    exstream: Server,
     prometheus: str,
     otlp_receiver: tuple[str, list[tuple[str, bytes]]],
 ) -> None:
-    base, proc = exstream
+    base, proc = exstream.base_url, exstream.process
     # Some traced requests, so HTTP latency has exemplars too.
     for _ in range(3):
         assert httpx.get(f"{base}/api/channels").status_code == 200

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 from loguru import logger
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from telemetry.logging import REDACTED, configure_logging
+from tests.harness.inprocess import serving
 from tests.polling import wait_until
-from tests.telemetry.conftest import TracedApp, serving
+from tests.telemetry.conftest import TracedApp
 
 SECRETS = ("SECRET-QUERY", "SECRET-BEARER", "SECRET-EXTRA", "SECRET-NESTED", "SECRET-LOCAL")
 
@@ -61,10 +61,9 @@ def test_every_sink_gets_redacted_entries(log_entries: list[dict[str, Any]]) -> 
 
 
 async def test_spans_carry_no_query_string(
-    traced_app: TracedApp, spans: tuple[TracerProvider, InMemorySpanExporter]
+    traced_app: TracedApp, exporter: InMemorySpanExporter
 ) -> None:
-    _, exporter = spans
-    app = traced_app("stream", mode="on_demand")
+    app = traced_app("ok", mode="on_demand")
     query = "token=SECRET-QUERY&x=1"
     async with (
         serving(app) as (base, _),

@@ -17,16 +17,13 @@ from prometheus_client import CollectorRegistry
 from service.app import create_app
 from service.config import Settings
 from telemetry.tracing import TracingConfigError, configure_tracing, is_enabled, shutdown_tracing
+from tests.harness.inprocess import serving
 from tests.polling import wait_until
-from tests.telemetry.conftest import TracedApp, serving
+from tests.telemetry.conftest import TracedApp
 from tests.telemetry.test_catalogue import assert_documented
 
 STREAM_ROUTE = "GET /stream/{number:int}.ts"
-SLOW_HEALTH = """
-[health]
-backoff_initial = 1
-backoff_max = 1
-"""
+SLOW_HEALTH = {"backoff_initial": 1, "backoff_max": 1}
 
 
 def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -35,11 +32,10 @@ def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 async def test_http_spans_streams_and_logs_share_trace_ids(
     traced_app: TracedApp,
-    spans: tuple[TracerProvider, InMemorySpanExporter],
+    exporter: InMemorySpanExporter,
     log_entries: list[dict[str, Any]],
 ) -> None:
-    _, exporter = spans
-    app = traced_app("stream", mode="on_demand", extra=SLOW_HEALTH)
+    app = traced_app("ok", mode="on_demand", health=SLOW_HEALTH)
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     async with (
         serving(app) as (base, server),

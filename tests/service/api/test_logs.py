@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import io
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -13,7 +12,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loguru import logger
@@ -32,7 +30,7 @@ from service.app import log_store_of
 from service.entryid import MAX_KEY, encode_cursor, encode_id
 from service.logstore import LogFilter, LogStore, micros
 from telemetry.logging import configure_logging
-from tests.polling import wait_until
+from tests.harness import inprocess
 from tests.service.api.conftest import TENACITY_INITIAL, running
 
 pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
@@ -354,30 +352,12 @@ async def test_logs_written_during_a_request_are_found_by_its_trace_id(
 # -- live tail (real uvicorn: streams are never tested through buffering clients) -------------
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Starlette, graceful: float = 5.0) -> AsyncIterator[tuple[str, Server]]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=round(graceful),
-    )  # fmt: skip
-    server = Server(config, on_shutdown=log_store_of(app).close_streams)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    def started() -> bool:
-        assert not task.done(), "server did not start"
-        return server.started
-
-    await wait_until(started, 30, "the server to start")
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(30):
-            await task
-        sock.close()
+def serving(
+    app: Starlette, graceful: float = 5.0
+) -> contextlib.AbstractAsyncContextManager[tuple[str, Server]]:
+    """The app under a real uvicorn that ends log tails when shutdown begins, as the
+    service's own server does."""
+    return inprocess.serving(app, graceful=graceful, on_shutdown=log_store_of(app).close_streams)
 
 
 async def events(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
