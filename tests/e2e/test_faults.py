@@ -360,3 +360,28 @@ def test_readyz_names_the_key_of_a_broken_ffmpeg(tmp_path: Path) -> None:
     (problem,) = body["problems"]
     assert problem.startswith("ffmpeg.preset: libx264 has no preset 'ludicrous'"), problem
     assert "ffmpeg.preset: libx264 has no preset" in (tmp_path / "server.log").read_text()
+
+
+def test_idle_stop_after_restarts_is_no_failure_and_ends_every_span_once(
+    stand_in: StandInFactory,
+) -> None:
+    config, env, log = stand_in(
+        [{"number": 5, "name": "Idle", "idle_grace": 0.5}],
+        {"5": "crash,ok"},  # one crash, restarted through the policy, then content
+        health=FAST_HEALTH,
+    )
+    with run_server(config, env) as server:
+        viewer = Viewer(server, 5)
+        viewer.start()
+        wait_for(lambda: len(spawns(log, "5")) >= 2, 30, "the restart's spawn")
+        wait_for(lambda: server.channel(5)["pid"] is not None, 10, "the restarted process")
+        with server.client() as client:  # and an operator restart
+            assert client.post("/api/channels/5/restart").status_code == 202
+        wait_for(lambda: len(spawns(log, "5")) >= 3, 10, "the operator restart's spawn")
+        viewer.stop.set()
+        viewer.join(10)
+        wait_for(lambda: server.channel(5)["state"] == "stopped", 20, "the idle stop")
+        assert server.metric("exstream_channel_restarts_total", channel="5", outcome="started") == 1
+        assert server.metric("exstream_channel_restarts_total", channel="5", outcome="failed") == 0
+        assert "ended span" not in server.log()  # OpenTelemetry's "Calling end() on an ended span"
+        assert "process replaced on request" in server.log()
