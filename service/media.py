@@ -31,6 +31,7 @@ from service.storage import (
     open_store,
     replace_damaged,
 )
+from service.tools import run_tool
 from telemetry.metrics import Metrics
 
 MEDIA_SUFFIXES = frozenset(
@@ -353,26 +354,16 @@ class MediaScanner:
             "-show_format", "-show_streams", "--", path,
         ]  # fmt: skip
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self.env,
-            )
+            run = await run_tool(argv, self.env, self.timeout)
+        except TimeoutError:  # an OSError too: first
+            return Skipped(path, "timeout", f"ffprobe took longer than {self.timeout:g}s")
         except OSError as exc:
             return Skipped(path, "unreadable", f"cannot run ffprobe: {exc}")
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return Skipped(path, "timeout", f"ffprobe took longer than {self.timeout:g}s")
-        if proc.returncode != 0:
-            detail = err.decode("utf-8", "replace").strip().splitlines()
+        if run.code != 0:
+            detail = run.err.decode("utf-8", "replace").strip().splitlines()
             return Skipped(path, "unreadable", detail[-1] if detail else "ffprobe failed")
         try:
-            probe = json.loads(out)
+            probe = json.loads(run.out)
         except ValueError:
             return Skipped(path, "unreadable", "ffprobe printed no JSON")
         return item_from_probe(path, probe)

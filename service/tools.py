@@ -26,13 +26,15 @@ class ToolProblem:
 
 
 @dataclass(frozen=True, slots=True)
-class _Run:
+class ToolRun:
     code: int
-    out: str
-    err: str
+    out: bytes
+    err: bytes
 
 
-async def _run(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> _Run:
+async def run_tool(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> ToolRun:
+    """Run a short-lived tool to its end; OSError if it cannot start, TimeoutError (after
+    killing it) if it outlives `timeout`."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -49,11 +51,11 @@ async def _run(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> _
         await proc.wait()
         raise
     assert proc.returncode is not None
-    return _Run(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+    return ToolRun(proc.returncode, out, err)
 
 
-def _tail(text: str) -> str:
-    text = " ".join(text.split())
+def _tail(output: bytes) -> str:
+    text = " ".join(output.decode(errors="replace").split())
     return text if len(text) <= TAIL else "..." + text[-TAIL:]
 
 
@@ -61,12 +63,12 @@ async def _version(
     key: str, program: str, name: str, env: Mapping[str, str], timeout: float
 ) -> ToolProblem | None:
     try:
-        run = await _run([program, "-hide_banner", "-version"], env, timeout)
+        run = await run_tool([program, "-hide_banner", "-version"], env, timeout)
+    except TimeoutError:  # an OSError too: first
+        return ToolProblem(key, f"{program!r} -version did not answer within {timeout:g}s")
     except OSError as exc:
         return ToolProblem(key, f"cannot run {program!r}: {exc.strerror or exc}")
-    except TimeoutError:
-        return ToolProblem(key, f"{program!r} -version did not answer within {timeout:g}s")
-    if run.code != 0 or not run.out.startswith(f"{name} version"):
+    if run.code != 0 or not run.out.startswith(f"{name} version".encode()):
         detail = _tail(run.err or run.out) or "no output"
         return ToolProblem(key, f"{program!r} is not a working {name} (exit {run.code}: {detail})")
     return None
@@ -97,16 +99,16 @@ async def check_tools(
     if ffmpeg is not None:
         return problems
     try:
-        run = await _run(encode_test_argv(s), env, timeout)
+        run = await run_tool(encode_test_argv(s), env, timeout)
     except (OSError, TimeoutError) as exc:
         return [*problems, ToolProblem("ffmpeg.ffmpeg", f"a test encode failed: {exc}")]
     if run.code != 0:
-        err = run.err
+        err = run.err.decode(errors="replace")
         if f"preset/tune {s.preset}" in err or "Error setting preset" in err:
             key, what = "ffmpeg.preset", f"libx264 has no preset {s.preset!r}"
         elif "Unknown encoder" in err or "Encoder not found" in err:
             key, what = "ffmpeg.ffmpeg", f"{s.ffmpeg!r} lacks an encoder exstream needs"
         else:
             key, what = "ffmpeg.ffmpeg", f"a test encode with {s.ffmpeg!r} failed"
-        problems.append(ToolProblem(key, f"{what} (exit {run.code}: {_tail(err)})"))
+        problems.append(ToolProblem(key, f"{what} (exit {run.code}: {_tail(run.err)})"))
     return problems

@@ -109,13 +109,12 @@ def test_the_shim_runs_nothing_when_its_parent_is_already_gone() -> None:
 HOLDER = """
 import asyncio, sys
 from service.ffmpeg import ManagedProcess
-from service.media import MediaScanner, ProbeCache
 
 async def main() -> None:
     process = ManagedProcess(["sleep", "600"])
     await process.start()
     print(process.pid, flush=True)
-    await asyncio.sleep(600)
+    await asyncio.Event().wait()  # held until the test kills this process
 
 asyncio.run(main())
 """
