@@ -198,9 +198,6 @@ async def _build(
     data_dir = settings.server.data_dir
     await reap_orphans(data_dir, metrics)
     env = child_environment(os.environ, pass_env=settings.ffmpeg.pass_env, marker=marker(data_dir))
-    tool_problems = await check_tools(settings.ffmpeg, env)
-    for problem in tool_problems:
-        logger.error("{}: {}: channels cannot play until it is fixed", settings.path, problem)
     bucket = TokenBucket(settings.pool.spawn_rate, settings.pool.spawn_burst)
     pool = ProcessPool(
         settings.pool.max_processes,
@@ -251,7 +248,12 @@ async def _build(
         metrics=metrics,
         tracer=tracer,
     )
-    await registry.refresh_all()
+    # The tools are tried while the media are scanned, not before.
+    tool_problems, _ = await asyncio.gather(
+        check_tools(settings.ffmpeg, env), registry.refresh_all()
+    )
+    for problem in tool_problems:
+        logger.error("{}: {}: channels cannot play until it is fixed", settings.path, problem)
     return AppState(
         settings=settings,
         metrics=metrics,
