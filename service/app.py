@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import __version__, openapi
-from service.api import channels, iptv, logs, probes, streams
+from service.api import channels, guide, hdhomerun, logs, probes, streams
 from service.auth import BearerAuthMiddleware, LogsNeedTokenMiddleware
 from service.channels import ChannelRegistry
 from service.children import child_environment
@@ -82,13 +82,13 @@ async def server_error(request: Request, exc: Exception) -> Response:
 def routes(metrics: Metrics) -> list[Route]:
     return [
         Route("/stream/{number:int}.ts", streams.stream, methods=["GET"]),
-        Route("/iptv/channels.m3u", iptv.m3u, methods=["GET"]),
-        Route("/iptv/xmltv.xml", iptv.xmltv, methods=["GET"]),
-        Route("/discover.json", iptv.discover, methods=["GET"]),
-        Route("/lineup.json", iptv.lineup, methods=["GET"]),
-        Route("/lineup_status.json", iptv.lineup_status, methods=["GET"]),
-        Route("/lineup.post", iptv.lineup_post, methods=["POST"]),
-        Route("/device.xml", iptv.device_xml, methods=["GET"]),
+        Route("/iptv/channels.m3u", guide.m3u, methods=["GET"]),
+        Route("/iptv/xmltv.xml", guide.xmltv, methods=["GET"]),
+        Route("/discover.json", hdhomerun.discover, methods=["GET"]),
+        Route("/lineup.json", hdhomerun.lineup, methods=["GET"]),
+        Route("/lineup_status.json", hdhomerun.lineup_status, methods=["GET"]),
+        Route("/lineup.post", hdhomerun.lineup_post, methods=["POST"]),
+        Route("/device.xml", hdhomerun.device_xml, methods=["GET"]),
         Route("/api/channels", channels.list_channels, methods=["GET"]),
         Route("/api/channels/{number:int}", channels.get_channel, methods=["GET"]),
         Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),
