@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
 from service.errors import RestartBudgetExhausted
 from service.ratelimit import Clock, Sleep
@@ -52,7 +52,13 @@ class RestartPolicy:
         self.sleep = sleep
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self._wait = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max)
+        # The waits are tenacity's: exponential from backoff_initial, capped, with jitter.
+        # The attempt number is the channel's restarts within the window, not a count of
+        # consecutive calls, so the policy asks the retrying object for its wait rather
+        # than letting it drive a loop.
+        self._retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max), sleep=sleep
+        )
         self._slots = asyncio.Semaphore(max_in_flight)
         self._history: dict[str, deque[float]] = {}
 
@@ -74,9 +80,10 @@ class RestartPolicy:
         return recent + 1
 
     def backoff(self, attempt: int) -> float:
-        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        """Seconds to wait before restart number `attempt` (1 is the first)."""
+        state = RetryCallState(self._retrying, fn=None, args=(), kwargs={})
         state.attempt_number = attempt
-        return float(self._wait(state))
+        return float(self._retrying.wait(state))
 
     async def admit(self, channel: str) -> Admission:
         """Admit one restart: budget check, backoff sleep, then an in-flight slot.
