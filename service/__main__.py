@@ -23,6 +23,7 @@ from service.tools import ToolProblem
 DEFAULT_CONFIG = "channels.toml"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+LOG_FLUSH_TIMEOUT = 2.0  # at exit, for stderr to take the last lines; a stalled one is left
 
 ENVIRONMENT = """\
 Environment: EXSTREAM_HOST, EXSTREAM_PORT, EXSTREAM_DATA_DIR, EXSTREAM_PUBLIC_URL,
@@ -157,7 +158,7 @@ def serve(settings: Settings) -> int:
         protocol_class,
         raise_open_files_limit,
     )
-    from telemetry.logging import configure_logging
+    from telemetry.logging import configure_logging, flush_logging
     from telemetry.tracing import TracingConfigError, configure_tracing, shutdown_tracing
 
     server_settings = settings.server
@@ -169,9 +170,14 @@ def serve(settings: Settings) -> int:
     trace.set_tracer_provider(provider)
     app = create_app(settings, tracer_provider=provider)
     store = log_store_of(app)
-    # enqueue: a slow stderr must never block the event loop.
+    metrics = metrics_of(app)
+    # In the background: a stderr that stops taking lines must never block the event loop.
     configure_logging(
-        server_settings.log_level, server_settings.log_format, enqueue=True, sinks=[store.append]
+        server_settings.log_level,
+        server_settings.log_format,
+        sinks=[store.append],
+        background=True,
+        on_drop=lambda reason: metrics.log_lines_dropped.labels(reason=reason).inc(),
     )
     for warning in settings.warnings:
         logger.warning("{}: {}", settings.path, warning)
@@ -181,11 +187,10 @@ def serve(settings: Settings) -> int:
     try:
         listener = listen(server_settings.host, server_settings.port)
     except ListenError as exc:
-        logger.complete()  # the warnings above first
+        flush_logging(LOG_FLUSH_TIMEOUT)  # the warnings above first
         logger.remove()
         print(f"exstream: {exc}", file=sys.stderr)
         return 2
-    metrics = metrics_of(app)
     open_files = raise_open_files_limit()
     metrics.open_files_limit.set(open_files)
     guard = ConnectionGuard(client_limits(settings, open_files), metrics)
@@ -210,7 +215,7 @@ def serve(settings: Settings) -> int:
     finally:
         listener.close()
         shutdown_tracing(provider)
-        logger.complete()
+        flush_logging(LOG_FLUSH_TIMEOUT)
         logger.remove()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

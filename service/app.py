@@ -31,7 +31,7 @@ from service.exposure import is_loopback
 from service.ffmpeg import ManagedProcess
 from service.health import HealthMonitor, measure_loop_lag
 from service.httpmetrics import HttpMetricsMiddleware
-from service.logstore import LogStore, drain_logging
+from service.logstore import LogStore
 from service.media import MediaScanner, ProbeCache, log_progress, probe_cache_health
 from service.orphans import marker, reap_orphans
 from service.pool import ProcessFactory, ProcessPool
@@ -119,10 +119,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             await log_store.start()
+            # Entries reach the store's queue as they are logged (no queue in between), so
+            # everything logged until the close, shutdown included, is kept or counted.
             stack.push_async_callback(log_store.close)
-            # Runs just before the close (last in, first out): what was logged until then,
-            # shutdown included, reaches the store instead of being lost uncounted.
-            stack.push_async_callback(drain_logging, settings.server.graceful_shutdown)
             state = await _build(settings, metrics, process_factory, tracer, stack, log_store)
             tasks = [
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),

@@ -27,8 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from service.config import LogSettings
 from service.entryid import encode_id
 from service.logfile import Connect, LogFile
@@ -463,25 +461,6 @@ class LogStore:
 
     async def last_key(self) -> int:
         return await asyncio.to_thread(self.last_key_sync)
-
-
-async def drain_logging(timeout: float) -> None:
-    """Wait, at most `timeout` seconds, until loguru has handed every queued entry to its
-    sinks: called before `LogStore.close`, so that lines logged just before are stored."""
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-
-    def complete() -> None:
-        logger.complete()
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-            loop.call_soon_threadsafe(done.set)
-
-    # A thread of its own, not the default executor: if a sink hangs, the thread must not
-    # hold up the loop's own shutdown, which joins the executor's threads.
-    threading.Thread(target=complete, name="log-drain", daemon=True).start()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await done.wait()
 
 
 def _text(value: Any) -> str | None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import queue
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TextIO
@@ -24,7 +26,11 @@ if TYPE_CHECKING:
 # loguru's levels, in order: the values of `[server] log_level` and of a log's `level`.
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LogSink = Callable[[dict[str, Any]], None]
-"""Receives each entry as the dict that the JSON line is made of."""
+"""Receives each entry as the dict that the JSON line is made of; called by the thread
+that logs (the event loop's, mostly), so it must not block: the log store's queues."""
+OnDrop = Callable[[str], None]
+"""Told the reason (`queue_full`, `write_failed`) of each line stderr did not get."""
+STDERR_QUEUE = 10_000  # lines waiting for stderr; a few MB at most
 
 STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio")
 
@@ -121,13 +127,89 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-class _JsonLines:
-    def __init__(self, stream: TextIO) -> None:
+class LineWriter:
+    """Writes lines to a stream from a thread of its own, through a bounded queue.
+
+    A stream that stops taking lines (a pipe nobody reads, a stuck terminal, a paused
+    log collector) costs dropped lines, counted through `on_drop`, and never blocks the
+    thread that logs, which is the event loop that serves the viewers. Once the stream
+    takes lines again, one WARNING says how many it missed.
+    """
+
+    def __init__(
+        self, stream: TextIO, *, capacity: int = STDERR_QUEUE, on_drop: OnDrop | None = None
+    ) -> None:
         self.stream = stream
+        self._queue: queue.Queue[str | threading.Event] = queue.Queue(capacity)
+        self._on_drop = on_drop
+        self._dropped = 0  # since the last notice; counted by both threads
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="log-stderr", daemon=True)
+        self._thread.start()
+
+    def __call__(self, line: str) -> None:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self._drop("queue_full")
+
+    def flush(self, timeout: float) -> bool:
+        """Wait, at most `timeout` seconds, until the lines queued so far are written."""
+        written = threading.Event()
+        try:
+            self._queue.put(written, timeout=timeout)
+        except queue.Full:
+            return False
+        return written.wait(timeout)
+
+    def _drop(self, reason: str) -> None:
+        with self._lock:
+            self._dropped += 1
+        if self._on_drop is not None:
+            self._on_drop(reason)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            try:
+                self.stream.write(item)
+                self.stream.flush()
+            except (OSError, ValueError):  # closed or broken: nothing to tell it with
+                self._drop("write_failed")
+                continue
+            if self._dropped and self._queue.qsize() < self._queue.maxsize // 2:
+                with self._lock:
+                    missed, self._dropped = self._dropped, 0
+                logger.warning(
+                    "{} log line(s) were not written to stderr: it was not taking them "
+                    "(every entry is also in the log store)", missed, dropped=missed,
+                )  # fmt: skip
+
+
+def _json_line(record: Record) -> str:
+    return json.dumps(entry_of(record), ensure_ascii=False) + "\n"
+
+
+class _JsonLines:
+    # No attribute named `write`: loguru would take the sink for a stream.
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
 
     def __call__(self, message: Message) -> None:
-        self.stream.write(json.dumps(entry_of(message.record), ensure_ascii=False) + "\n")
-        self.stream.flush()
+        self._write(_json_line(message.record))
+
+
+class _Lines:
+    """A sink of formatted text lines (loguru's `format` applied) to `write`."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+
+    def __call__(self, message: Message) -> None:
+        self._write(str(message))
 
 
 class _EntrySink:
@@ -150,28 +232,58 @@ def text_format(record: Record) -> str:
     )
 
 
+_writers: list[LineWriter] = []  # the one behind stderr, when it writes from a thread
+
+
 def configure_logging(
     level: str = "INFO",
     fmt: str = "json",
     *,
     stream: TextIO | None = None,
     sinks: Iterable[LogSink] = (),
-    enqueue: bool = False,
+    background: bool = False,
+    on_drop: OnDrop | None = None,
 ) -> None:
-    """Replace loguru's handlers: stderr (JSON or text) plus `sinks` (e.g. the log store)."""
+    """Replace loguru's handlers: stderr (JSON or text) plus `sinks` (e.g. the log store).
+
+    With `background`, stderr is written by a LineWriter (bounded, drops rather than
+    blocks; `on_drop` counts); `flush_logging` waits for it.
+    """
     logger.remove()
+    _writers.clear()
     logger.configure(patcher=patch, extra={"channel": None})
     out = stream if stream is not None else sys.stderr
+    write: Callable[[str], None] = _write_to(out)
+    if background:
+        writer = LineWriter(out, on_drop=on_drop)
+        _writers.append(writer)
+        write = writer
     if fmt == "json":
-        logger.add(_JsonLines(out), level=level, enqueue=enqueue, catch=True)
+        logger.add(_JsonLines(write), level=level, catch=True)
     else:
         # diagnose=False: a traceback must not print local variables (a token, say).
+        colorize = out.isatty() if hasattr(out, "isatty") else False
         logger.add(
-            out, level=level, format=text_format, enqueue=enqueue, catch=True, diagnose=False
-        )
+            _Lines(write), level=level, format=text_format, colorize=colorize, catch=True,
+            diagnose=False,
+        )  # fmt: skip
     for sink in sinks:
-        logger.add(_EntrySink(sink), level=level, enqueue=enqueue, catch=True)
+        logger.add(_EntrySink(sink), level=level, catch=True)
     intercept_stdlib(level)
+
+
+def _write_to(stream: TextIO) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line)
+        stream.flush()
+
+    return write
+
+
+def flush_logging(timeout: float) -> bool:
+    """Wait, at most `timeout` seconds, until every line logged so far is on stderr;
+    False if stderr did not take them in time (a stalled pipe: shutdown goes on)."""
+    return all(writer.flush(timeout) for writer in list(_writers))
 
 
 class InterceptHandler(logging.Handler):
@@ -194,4 +306,5 @@ def intercept_stdlib(level: str) -> None:
         std = logging.getLogger(name)
         std.handlers = [handler]
         std.propagate = False
-        std.setLevel(level if name != "uvicorn.access" else "WARNING")
+        # uvicorn.access too: uvicorn's Config(access_log=False) takes its handler away.
+        std.setLevel(level)

@@ -43,6 +43,7 @@ REBUILD_RESULTS = ("ok", "replaced", "empty", "error")
 ACQUIRE_FAILURES = ("exhausted", "rate_limited", "spawn_failed", "resources", "closed")
 SKIP_REASONS = ("unreadable", "no_streams", "timeout")
 LOG_DROP_REASONS = ("queue_full", "unavailable", "write_failed", "closed")
+LOG_LINE_DROP_REASONS = ("queue_full", "write_failed")
 STORES = ("logs", "probe_cache")
 ITEM_SKIP_REASONS = ("failed", "no_output", "ended_early")
 FILLER_REASONS = ("no_content", "skipped", "starved")
@@ -248,6 +249,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.log_lines_dropped = Counter(
+            "exstream_log_lines_dropped_total",
+            "Log lines not written to stderr, by reason (queue_full, write_failed).",
+            ["reason"],
+            registry=r,
+        )
         self.logs_invalid_id = Counter(
             "exstream_logs_invalid_id_total",
             "Malformed log entry ids or cursors rejected before any lookup, by kind.",
@@ -294,6 +301,8 @@ class Metrics:
             self.log_entries.labels(level=level)
         for reason in LOG_DROP_REASONS:
             self.logs_dropped.labels(reason=reason)
+        for reason in LOG_LINE_DROP_REASONS:
+            self.log_lines_dropped.labels(reason=reason)
         for store in STORES:
             self.storage_degraded.labels(store=store).set(0)
             self.storage_damaged.labels(store=store)

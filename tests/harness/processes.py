@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psutil
@@ -73,15 +74,19 @@ def start(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     open_files: int | None = None,
+    output: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`argv` in a session of its own, its output to `log_path` (None: discarded);
-    `open_files` sets its RLIMIT_NOFILE (soft and hard)."""
+    """`argv` in a session of its own, its output to `log_path` (None: discarded) or to
+    the file descriptor `output` (a pipe's write end, say); `open_files` sets its
+    RLIMIT_NOFILE (soft and hard)."""
 
     def limit_open_files(limit: int) -> Callable[[], None]:
         return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     with contextlib.ExitStack() as stack:
-        log = stack.enter_context(log_path.open("wb")) if log_path else subprocess.DEVNULL
+        log: IO[bytes] | int = subprocess.DEVNULL if output is None else output
+        if log_path is not None:
+            log = stack.enter_context(log_path.open("wb"))
         return subprocess.Popen(
             list(argv),
             stdout=log,
@@ -143,12 +148,13 @@ def running(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     open_files: int | None = None,
+    output: int | None = None,
     ready_timeout: float = 60,
     stop_timeout: float = 10,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`argv` started (see `start`), once `ready_url` answers 200 (if given); stopped at the
     end of the block (see `stop`)."""
-    process = start(argv, log_path, env=env, cwd=cwd, open_files=open_files)
+    process = start(argv, log_path, env=env, cwd=cwd, open_files=open_files, output=output)
     try:
         if ready_url is not None:
             wait_ready(process, ready_url, log_path, ready_timeout)

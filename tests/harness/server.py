@@ -96,14 +96,17 @@ def run_server(
     stop_timeout: float = 10,
     open_files: int | None = None,
     cwd: Path | None = None,
+    output: int | None = None,
 ) -> Iterator[Server]:
-    """The server of `config`, once ready, its log in server.log next to `config`; `env`
-    adds to a clean environment (see processes.clean_environment); `open_files` sets its
-    RLIMIT_NOFILE (soft and hard), `cwd` its working directory."""
+    """The server of `config`, once ready, its log in server.log next to `config` (or its
+    output to the file descriptor `output`); `env` adds to a clean environment (see
+    processes.clean_environment); `open_files` sets its RLIMIT_NOFILE (soft and hard),
+    `cwd` its working directory."""
     base_url = f"http://127.0.0.1:{port_of(config)}"
     with processes.running(
         serve_argv(config),
-        config.parent / "server.log",
+        None if output is not None else config.parent / "server.log",
+        output=output,
         ready_url=f"{base_url}/readyz",
         env=processes.clean_environment(EXSTREAM_LOG_LEVEL=log_level, **(env or {})),
         cwd=cwd,

@@ -10,9 +10,8 @@ from prometheus_client import CollectorRegistry
 from service.app import create_app
 from service.auth import authorized, needs_token
 from service.config import parse_settings
-from tests.service.api.conftest import TENACITY_INITIAL, running
+from tests.service.api.conftest import running
 
-pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
 TOKEN = "correct horse battery staple"
 
 

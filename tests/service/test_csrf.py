@@ -9,9 +9,8 @@ from starlette.datastructures import Headers
 from service.app import create_app
 from service.config import parse_settings
 from service.csrf import is_cross_site
-from tests.service.api.conftest import TENACITY_INITIAL, running
+from tests.service.api.conftest import running
 
-pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
 HOST = "tv.lan:8410"
 TEXT = "text/plain;charset=UTF-8"
 EVIL = "http://evil.example"

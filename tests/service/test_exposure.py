@@ -18,9 +18,8 @@ from service.exposure import exposure_warning, is_loopback, shows_paths, without
 from service.runner import ChannelState
 from telemetry.logging import redact
 from tests.harness.server import run_cli
-from tests.service.api.conftest import TENACITY_INITIAL, running
+from tests.service.api.conftest import running
 
-pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
 TOKEN = "correct horse battery staple"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 

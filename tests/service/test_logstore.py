@@ -28,8 +28,8 @@ from telemetry.metrics import Metrics
 from tests.damage import DAMAGES
 from tests.loglines import capturing, level_and_message
 from tests.polling import wait_until
-from tests.service.api.conftest import TENACITY_INITIAL, running
 from tests.service.api.conftest import quiet_logs as quiet_logs  # a fixture, used below
+from tests.service.api.conftest import running
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -522,44 +522,30 @@ async def test_entries_appended_after_close_are_counted(make_store: StoreFactory
     assert sample(store, "exstream_log_entries_total", level="INFO") == 1
 
 
-@pytest.mark.filterwarnings(TENACITY_INITIAL)
 @pytest.mark.usefixtures("quiet_logs")
 async def test_lines_logged_while_the_app_shuts_down_reach_the_store(tmp_path: Path) -> None:
     # No ffmpeg: the slate fails at once, so nothing holds the shutdown up between its
-    # last line and the store's close; only a drain of loguru's queue can save that line.
+    # last line and the store's close.
     data = {"server": {"data_dir": str(tmp_path / "data")}, "ffmpeg": {"ffmpeg": "no-ffmpeg"}}
     app = create_app(
         parse_settings(data, tmp_path / "channels.toml", {}), registry=CollectorRegistry()
     )
     store = log_store_of(app)
-    loop = asyncio.get_running_loop()
     seen: list[str] = []
-    stopped = threading.Event()
     delivered: list[str] = []
 
-    def watch(message: Any) -> None:  # runs in the thread that logs
-        seen.append(message.record["message"])
-        if message.record["message"] == "exstream stopped":
-            stopped.set()
-
-    def held(line: dict[str, Any]) -> None:
-        # The store's sink behind loguru's queue, held until the shutdown's last line, then
-        # one entry per turn of the event loop: a slow sink, as under load.
-        stopped.wait(10)
-        turned = threading.Event()
-        loop.call_soon_threadsafe(turned.set)
-        turned.wait(10)
+    def sink(line: dict[str, Any]) -> None:
+        seen.append(line["message"])
         delivered.append(line["message"])
         store.append(line)
 
-    # Few lines: loguru's queue is a pipe, and a full one blocks the logging thread.
-    configure_logging("INFO", "json", stream=io.StringIO(), sinks=[held], enqueue=True)
-    logger.add(watch)
+    # As `serve` does, with stderr written in the background: the store gets each entry
+    # from the thread that logs it, so the shutdown's last lines are there, or counted.
+    configure_logging("INFO", "json", stream=io.StringIO(), sinks=[sink], background=True)
     async with running(app):
         await wait_until(lambda: any(m.startswith("no slate clip") for m in seen), 10, "slate")
         for i in range(20):
             logger.info("busy {}", i)
-    await asyncio.to_thread(logger.complete)
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         stored = [m for (m,) in db.execute("SELECT message FROM entries")]
     assert {f"busy {i}" for i in range(20)} | {"exstream stopped"} <= set(stored)

@@ -27,9 +27,8 @@ from service.app import create_app, log_store_of
 from service.config import parse_settings
 from service.openapi import DOCUMENT
 from tests.harness.inprocess import serving_in_thread
-from tests.service.api.conftest import TENACITY_INITIAL, running
+from tests.service.api.conftest import running
 
-pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
 TOKEN = "s3cret-token"
 # Endless responses cannot be checked example by example; test_logs.py covers the tail.
 ENDLESS = ("/api/logs/stream",)

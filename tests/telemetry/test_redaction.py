@@ -10,7 +10,7 @@ import httpx
 from loguru import logger
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry.logging import REDACTED, configure_logging
+from telemetry.logging import REDACTED, configure_logging, flush_logging
 from tests.harness.inprocess import serving
 from tests.polling import wait_until
 from tests.telemetry.conftest import TracedApp
@@ -41,9 +41,9 @@ def test_every_sink_gets_redacted_entries(log_entries: list[dict[str, Any]]) -> 
     for fmt in ("json", "text"):
         stream = io.StringIO()
         stored: list[dict[str, Any]] = []
-        configure_logging("INFO", fmt, stream=stream, sinks=[stored.append], enqueue=True)
+        configure_logging("INFO", fmt, stream=stream, sinks=[stored.append], background=True)
         log_secrets()
-        logger.complete()
+        assert flush_logging(5)
         logger.remove()
         assert len(stored) == 3 and "login failed" in stream.getvalue()
         outputs += [stream.getvalue(), repr(stored)]

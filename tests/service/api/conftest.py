@@ -75,4 +75,3 @@ def quiet_logs() -> Iterator[None]:
 
 
 # service/restart.py passes tenacity's `initial`, deprecated in tenacity 9.2; not ours to fix.
-TENACITY_INITIAL = "ignore:The 'initial' parameter is deprecated:DeprecationWarning"

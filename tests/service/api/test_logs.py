@@ -31,9 +31,8 @@ from service.entryid import MAX_KEY, encode_cursor, encode_id
 from service.logstore import LogFilter, LogStore, micros
 from telemetry.logging import configure_logging
 from tests.harness import inprocess
-from tests.service.api.conftest import TENACITY_INITIAL, running
+from tests.service.api.conftest import running
 
-pytestmark = pytest.mark.filterwarnings(TENACITY_INITIAL)
 AppFactory = Callable[..., Starlette]
 # Recent, so that retention (7 days by default) keeps it.
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
