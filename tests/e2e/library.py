@@ -197,9 +197,13 @@ def av_offsets(path: Path) -> list[float]:
     flash_times, beep_times = _marks(path)
     offsets = []
     for flash in flash_times:
-        nearest = min(beep_times, key=lambda beep: abs(beep - flash), default=None)
-        if nearest is not None and abs(nearest - flash) <= PAIR_WINDOW:
-            offsets.append(nearest - flash)
+        beep = min(beep_times, key=lambda beep: abs(beep - flash), default=None)
+        if beep is None or abs(beep - flash) > PAIR_WINDOW:
+            continue
+        # Mutual nearest only: at a change of item, the next item's first flash may come
+        # a few frames after the last mark of the one before, and is not that beep's pair.
+        if min(flash_times, key=lambda other: abs(beep - other)) == flash:
+            offsets.append(beep - flash)
     return offsets
 
 
