@@ -56,6 +56,7 @@ KINDS: tuple[MediaKind, ...] = (
     MediaKind("hevc_portrait", "hevc_portrait.mkv", True, True, True),
     MediaKind("vp9_flac", "vp9_flac.mkv", True, True, True),
     MediaKind("two_audio_subtitles", "two_audio_subtitles.mkv", True, True, True),
+    MediaKind("h264_opus_ntsc", "h264_opus_ntsc.mkv", True, True, True),
 )
 
 
@@ -113,7 +114,7 @@ def _mpeg2_interlaced_ac3(seconds: float) -> list[str]:
 
 
 def _mp3_audio_only(seconds: float) -> list[str]:
-    return [*tone(440, 44100, seconds), "-ac", "2", "-c:a", "libmp3lame", "-b:a", "96k"]
+    return [*tone(440, 32000, seconds), "-ac", "2", "-c:a", "libmp3lame", "-b:a", "96k"]
 
 
 def _aac_cover_art(seconds: float) -> list[str]:
@@ -156,6 +157,13 @@ def _two_audio_subtitles(seconds: float) -> list[str]:
     ]  # fmt: skip
 
 
+def _h264_opus_ntsc(seconds: float) -> list[str]:
+    return [
+        *flashes("424x240", "30000/1001", seconds), *beeps(48000, "stereo", seconds),
+        *X264, "-c:a", "libopus", "-b:a", "64k",
+    ]  # fmt: skip
+
+
 _RECIPES: dict[str, Callable[[float], list[str]]] = {
     "h264_aac": _h264_aac,
     "mpeg4_mp3": _mpeg4_mp3,
@@ -166,6 +174,7 @@ _RECIPES: dict[str, Callable[[float], list[str]]] = {
     "hevc_portrait": _hevc_portrait,
     "vp9_flac": _vp9_flac,
     "two_audio_subtitles": _two_audio_subtitles,
+    "h264_opus_ntsc": _h264_opus_ntsc,
 }
 
 

@@ -266,7 +266,7 @@ EXPECTED: dict[str, list[Stream]] = {
         {"codec_name": "ac3", "sample_rate": "48000", "channels": 6},
     ],
     "mp3_audio_only": [
-        {"codec_name": "mp3", "sample_rate": "44100", "channels": 2},
+        {"codec_name": "mp3", "sample_rate": "32000", "channels": 2},
     ],
     "aac_cover_art": [
         {"codec_name": "aac", "channels": 2},
@@ -285,6 +285,10 @@ EXPECTED: dict[str, list[Stream]] = {
         {"codec_name": "aac", "channels": 2, "disposition.default": 0, "tag.language": "eng"},
         {"codec_name": "aac", "channels": 2, "disposition.default": 1, "tag.language": "fra"},
         {"codec_name": "subrip"},
+    ],
+    "h264_opus_ntsc": [
+        {"codec_name": "h264", "width": 424, "height": 240, "r_frame_rate": "30000/1001"},
+        {"codec_name": "opus", "sample_rate": "48000", "channels": 2},
     ],
 }
 
