@@ -149,6 +149,17 @@ SCHEMAS: dict[str, Schema] = {
             "viewers": {"type": "integer"},
             "pid": nullable("integer"),
             "uptime_seconds": nullable("number"),
+            "process": nullable(
+                "object",
+                description="The ffmpeg of the moment; null between two processes.",
+                properties={
+                    "pid": {"type": "integer"},
+                    "uptime_seconds": {"type": "number"},
+                    "plays": {"type": "string", "enum": ["item", "slate"]},
+                    "path": {"nullable": True, **PATH},
+                    "seek_seconds": nullable("number"),
+                },
+            ),
             "restarts": {"type": "integer"},
             "failure": {
                 "nullable": True,

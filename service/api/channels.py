@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.responses import JSONResponse
 from service.channels import Channel
 from service.errors import ExstreamError
 from service.exposure import file_name, shows_paths, without_directories
-from service.runner import ChannelState
+from service.runner import ChannelRunner, ChannelState
 from service.types import app_state
 
 
@@ -35,6 +36,21 @@ def rfc3339(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def process_status(runner: ChannelRunner, path: Callable[[str], str]) -> dict[str, Any] | None:
+    """The ffmpeg of the moment: what it plays and for how long; None between two
+    processes (viewers are served from the work-ahead meanwhile)."""
+    pid, plan, spawned_at = runner.pid, runner.item, runner.spawned_at
+    if pid is None or spawned_at is None:
+        return None
+    return {
+        "pid": pid,
+        "uptime_seconds": round(runner.clock() - spawned_at, 3),
+        "plays": "slate" if plan is None else "item",
+        "path": None if plan is None else path(plan.item.path),
+        "seek_seconds": None if plan is None else round(plan.seek, 3),
+    }
 
 
 def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) -> dict[str, Any]:
@@ -65,6 +81,7 @@ def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) 
         "viewers": channel.viewers,
         "pid": runner.pid,
         "uptime_seconds": uptime,
+        "process": process_status(runner, path),
         "restarts": runner.restarts,
         "failure": text(runner.failure),
         "last_output_at": rfc3339(runner.last_output_wall),

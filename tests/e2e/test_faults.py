@@ -245,7 +245,12 @@ def test_operator_restart_of_a_running_channel_is_outside_the_budget(
         health={**FAST_HEALTH, "max_restarts": 1},
     )
     with run_server(config, env) as server:
-        wait_for(lambda: server.channel(6)["state"] == "running", 30, "running")
+
+        def running() -> dict[str, Any] | None:
+            status = server.channel(6)
+            return status if status["state"] == "running" and status["process"] else None
+
+        before = wait_for(running, 30, "running, with a process")
         with server.client() as client:
             for round_ in range(1, 4):
                 response = client.post("/api/channels/6/restart")
@@ -255,8 +260,18 @@ def test_operator_restart_of_a_running_channel_is_outside_the_budget(
             idle = client.post("/api/channels/7/restart")
             assert idle.status_code == 409 and idle.json()["error"] == "channel_not_running"
             assert client.post("/api/channels/99/restart").status_code == 404
-        wait_for(lambda: server.channel(6)["state"] == "running", 10, "running again")
-        assert server.channel(6)["restarts"] == 0
+
+        def replaced() -> dict[str, Any] | None:
+            status = server.channel(6)
+            process = status["process"]
+            return status if process and process["pid"] != before["process"]["pid"] else None
+
+        after = wait_for(replaced, 10, "a new process in the channel's status")
+        assert after["state"] == "running" and after["restarts"] == 0
+        # The stream went on (its uptime did not start again); the process is new.
+        assert after["uptime_seconds"] > before["uptime_seconds"]
+        assert after["process"]["uptime_seconds"] < after["uptime_seconds"]
+        assert after["pid"] == after["process"]["pid"]
 
 
 def test_viewer_arriving_while_an_idle_channel_stops_gets_a_fresh_start(
