@@ -28,13 +28,13 @@ from service.config import Settings
 from service.csrf import CrossSiteGuard
 from service.errors import ExstreamError
 from service.exposure import is_loopback
-from service.ffmpeg import ManagedProcess
 from service.health import HealthMonitor, measure_loop_lag
 from service.httpmetrics import HttpMetricsMiddleware
 from service.logstore import LogStore
 from service.media import MediaScanner, ProbeCache, log_progress, probe_cache_health
 from service.orphans import marker, reap_orphans
 from service.pool import ProcessFactory, ProcessPool
+from service.process import ManagedProcess
 from service.ratelimit import TokenBucket
 from service.refusals import TailSlots
 from service.restart import RestartPolicy

@@ -14,13 +14,13 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from service.clock import Clock
 from service.config import ChannelConfig, Settings
 from service.errors import ChannelNotFound, ChannelUnavailable, ServiceStopping
 from service.hub import Hub, Subscription, ViewerDropped
 from service.media import MediaScanner, Skipped
 from service.playout import Playout
 from service.pool import ProcessPool
-from service.ratelimit import Clock
 from service.restart import RestartPolicy
 from service.runner import ChannelRunner, ChannelState
 from service.slate import SlateClip

@@ -22,7 +22,7 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from service.ratelimit import Clock, Sleep
+from service.clock import Clock, Sleep
 from service.runner import ChannelRunner, ChannelState
 from telemetry.metrics import Metrics
 

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from service.ffmpeg import ItemPlan, grid_frames
+from service.grid import grid_frames
 from service.media import MediaItem
 
 EPSILON = 1e-6
@@ -193,6 +193,20 @@ class Playout:
         duration = min(entry.end - at, segment_max)
         frames = max(grid, round(duration * fps / grid) * grid)
         return ItemPlan(entry.item, seek, frames, at, entry.end)
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """One process's work: `frames` video frames of `item` from `seek` seconds in."""
+
+    item: MediaItem
+    seek: float
+    frames: int
+    schedule_start: float  # wall-clock time the schedule gives its first frame
+    entry_end: float  # where the schedule's entry ends
+
+    def seconds(self, fps: int) -> float:
+        return self.frames / fps
 
 
 @dataclass(frozen=True)

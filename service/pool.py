@@ -21,9 +21,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from service.children import child_environment
+from service.clock import Clock
 from service.errors import PoolClosed, PoolError, PoolExhausted, ShortOfResources, SpawnFailed
-from service.ffmpeg import ManagedProcess
-from service.ratelimit import Clock, TokenBucket
+from service.process import ManagedProcess
+from service.ratelimit import TokenBucket
 from telemetry.metrics import Metrics, trace_exemplar
 
 # A spawn that failed for these is the machine's shortage, which passes, not the channel's.

@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 
+from service.clock import Clock, Sleep
 from service.errors import RateLimited
 
-Clock = Callable[[], float]
 # Refill arithmetic in floats can land a hair below a whole token after sleeping exactly
 # the computed time; without this tolerance the head would sleep ever-smaller amounts.
 EPSILON = 1e-9
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class TokenBucket:

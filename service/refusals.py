@@ -11,8 +11,8 @@ from collections import Counter
 
 from loguru import logger
 
+from service.clock import Clock
 from service.errors import ExstreamError
-from service.ratelimit import Clock
 from telemetry.metrics import Metrics
 
 REPORT_INTERVAL = 60.0

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
+from service.clock import Clock, Sleep
 from service.errors import RestartBudgetExhausted
-from service.ratelimit import Clock, Sleep
 
 
 @dataclass(eq=False)

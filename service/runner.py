@@ -28,6 +28,7 @@ from loguru import logger
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, Tracer
 
+from service.clock import Clock
 from service.config import ChannelConfig, Settings
 from service.errors import (
     ChannelUnavailable,
@@ -37,12 +38,12 @@ from service.errors import (
     ShortOfResources,
     SpawnFailed,
 )
-from service.ffmpeg import ItemPlan, ManagedProcess, code_class, item_argv, slate_argv
+from service.ffmpeg import code_class, item_argv, slate_argv
 from service.hub import Hub
 from service.media import MediaItem
-from service.playout import Gap, Playout
+from service.playout import Gap, ItemPlan, Playout
 from service.pool import ProcessPool
-from service.ratelimit import Clock
+from service.process import ManagedProcess
 from service.restart import Admission, RestartPolicy
 from service.slate import SlateClip
 from service.splice import Splicer

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from loguru import logger
 
 from service.config import FfmpegSettings
-from service.ffmpeg import ManagedProcess, slate_argv
+from service.ffmpeg import slate_argv
+from service.process import ManagedProcess
 
 MAX_BYTES = 32 * 1024 * 1024
 

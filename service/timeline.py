@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from service.ratelimit import Clock
+from service.clock import Clock
 from service.splice import START, TICKS, Chunk, Splicer
 
 FILL_AFTER = TICKS // 5  # the queue ran dry this long ago: fill (well under a visible gap)

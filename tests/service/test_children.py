@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from service.children import _SHIM, child_environment
-from service.ffmpeg import ManagedProcess
 from service.media import MediaScanner, ProbeCache
+from service.process import ManagedProcess
 from tests.harness.processes import ROOT, alive, run_python
 from tests.polling import wait_for
 
@@ -108,7 +108,7 @@ def test_the_shim_runs_nothing_when_its_parent_is_already_gone() -> None:
 
 HOLDER = """
 import asyncio, sys
-from service.ffmpeg import ManagedProcess
+from service.process import ManagedProcess
 
 async def main() -> None:
     process = ManagedProcess(["sleep", "600"])

@@ -151,7 +151,8 @@ def test_failure_and_skip_texts_lose_their_directories() -> None:
     runner = SimpleNamespace(
         state=ChannelState.FAILED, running=False, started_at=None, pid=None, restarts=5,
         failure=f"3 items in a row failed: {item.path}: Invalid data (see /var/lib/x/y.log)",
-        last_output_wall=None, skips={item.path: skip}, workahead=0.0,
+        last_output_wall=None, skips={item.path: skip}, workahead=0.0, item=None,
+        spawned_at=None,
     )  # fmt: skip
     entry = SimpleNamespace(item=item, start=0.0, end=60.0, inpoint=0.0)
     playout = SimpleNamespace(entry_at=lambda now: entry, items=[item], horizon=lambda now: 60.0)

@@ -16,15 +16,11 @@ from hypothesis import strategies as st
 
 import service.ffmpeg
 from service.config import FfmpegSettings
-from service.ffmpeg import (
-    ItemPlan,
-    ManagedProcess,
-    code_class,
-    grid_frames,
-    item_argv,
-    slate_argv,
-)
+from service.ffmpeg import code_class, item_argv, slate_argv
+from service.grid import grid_frames
 from service.media import MediaItem, item_from_probe
+from service.playout import ItemPlan
+from service.process import ManagedProcess
 from tests.e2e.tsutil import decode_errors, ffprobe
 from tests.harness.processes import run_python
 from tests.polling import wait_until
@@ -457,7 +453,7 @@ async def test_cancelled_task_still_ends_the_group() -> None:
 CANCELLED_START = """
 import asyncio, sys
 import psutil
-from service.ffmpeg import ManagedProcess
+from service.process import ManagedProcess
 
 async def main() -> None:
     task = asyncio.create_task(ManagedProcess(sys.argv[1:]).start())

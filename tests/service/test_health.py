@@ -8,12 +8,12 @@ from loguru import logger
 from prometheus_client import CollectorRegistry
 
 from service.config import ChannelConfig, Settings
-from service.ffmpeg import ItemPlan, ManagedProcess
 from service.health import HealthMonitor, HealthSnapshot, Verdict, classify, snapshot_of
 from service.hub import Hub
 from service.media import MediaItem
-from service.playout import Playout
+from service.playout import ItemPlan, Playout
 from service.pool import ProcessPool
+from service.process import ManagedProcess
 from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
 from service.runner import ChannelRunner, ChannelState

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.ffmpeg import ItemPlan, grid_frames
+from service.grid import grid_frames
 from service.media import MediaItem
-from service.playout import EPSILON, Entry, Gap, Playout, cycle_order, entries_from
+from service.playout import EPSILON, Entry, Gap, ItemPlan, Playout, cycle_order, entries_from
 
 EPOCH = 1_704_067_200.0  # 2024-01-01T00:00:00Z, the default epoch
 

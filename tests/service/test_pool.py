@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.errors import ShortOfResources, SpawnFailed
-from service.ffmpeg import ManagedProcess
 from service.pool import ProcessPool
+from service.process import ManagedProcess
 from service.ratelimit import TokenBucket
 from telemetry.metrics import Metrics
 

@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.config import ChannelConfig, Settings
-from service.ffmpeg import ManagedProcess
 from service.hub import Hub
 from service.playout import Playout
 from service.pool import ProcessPool
+from service.process import ManagedProcess
 from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
 from service.runner import ChannelRunner, ChannelState

@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.config import FfmpegSettings
-from service.ffmpeg import ItemPlan, item_argv, slate_argv
+from service.ffmpeg import item_argv, slate_argv
 from service.media import MediaItem, item_from_probe
 from service.mpegts import PACKET_SIZE, PAT_PID, VIDEO_STREAM_TYPES, parse_pat, parse_pmt
+from service.playout import ItemPlan
 from service.splice import (
     START,
     TICKS,
