@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import enum
 import shlex
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from service.media import MediaItem
 from service.playout import Gap, ItemPlan, Playout
 from service.pool import ProcessPool
 from service.process import ManagedProcess
+from service.processrun import Ended, ProcessRun
 from service.restart import Admission, RestartPolicy
 from service.slate import SlateClip
 from service.splice import Splicer
@@ -51,7 +51,6 @@ from service.timeline import FILL_STEP, Timeline
 from telemetry.metrics import Metrics
 
 FAILURES_BEFORE_RESTART = 3  # items failing in a row: the process, not the media, is broken
-READ_SIZE = 64 * 1024
 SLATE_WAIT = 2.0  # for the slate clip at start-up, before a slate process stands in
 
 
@@ -111,11 +110,7 @@ class ChannelRunner:
         self.clock = clock
         self.wall = wall
         self.state = ChannelState.STOPPED
-        self.process: ManagedProcess | None = None
-        self.item: ItemPlan | None = None
-        self.spawned_at: float | None = None
-        self.progress_at: float | None = None  # the process last gave whole frames
-        self.waiting_for_room = False
+        self.run: ProcessRun | None = None  # the process of the moment, and its run
         self.last_output_at: float | None = None
         self.last_output_wall: float | None = None
         self.failure: str | None = None
@@ -129,8 +124,6 @@ class ChannelRunner:
         self._shortage = 0  # spawns in a row the machine had no resources for
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._stall: SpanContext | None = None
-        self._switch = False
         self._reset = asyncio.Event()
         self.closed = False
         self._lifecycle = asyncio.Lock()  # a start waits for a stop under way, and back
@@ -168,15 +161,26 @@ class ChannelRunner:
         return self.timeline.ahead() if self.running else 0.0
 
     @property
+    def process(self) -> ManagedProcess | None:
+        return self.run.process if self.run is not None else None
+
+    @property
+    def item(self) -> ItemPlan | None:
+        """What the process of the moment plays (None: the slate, or no process)."""
+        return self.run.item if self.run is not None else None
+
+    @property
+    def spawned_at(self) -> float | None:
+        return self.run.spawned_at if self.run is not None else None
+
+    @property
     def pid(self) -> int | None:
         proc = self.process
         return proc.pid if proc is not None and proc.returncode is None else None
 
     def since_progress(self, now: float) -> float | None:
         """Seconds the live process has been expected to give frames and has not."""
-        if self.process is None or self.progress_at is None or self.waiting_for_room:
-            return None
-        return now - self.progress_at
+        return self.run.since_progress(now) if self.run is not None else None
 
     async def wait_ready(self, timeout: float) -> None:
         """Until the channel has output to give; ChannelUnavailable if it fails or times out."""
@@ -229,27 +233,24 @@ class ChannelRunner:
             except TimeoutError:
                 logger.bind(channel=self.key).error("channel {} did not stop in time", self.key)
         self._task = None
-        self.process = None
+        self.run = None
         self.last_output_at = None
         self.hub.discontinuity()
         self._set_state(ChannelState.STOPPED)
 
     def kill_stalled(self, cause: SpanContext | None) -> None:
         """Called by the health monitor: end the process group; the runner restarts it."""
-        proc = self.process
-        if proc is None or proc.returncode is not None:
-            return
-        self._stall = cause
-        proc.signal_group(signal.SIGKILL)
+        if self.run is not None:
+            self.run.kill_stalled(cause)
 
     def content_changed(self) -> None:
         """The media were scanned again: files that failed may play now, and a slate
         process gives way to them."""
         self.skips.clear()
         self._skip_until.clear()
-        if self.process is not None and self.item is None:
-            self._switch = True
-            self.process.signal_group(signal.SIGTERM)
+        run = self.run
+        if run is not None and run.item is None:
+            run.replace()
 
     def restart_now(self) -> bool:
         """Operator restart of a running process: a planned end, outside the budget. The
@@ -257,11 +258,7 @@ class ChannelRunner:
 
         False when there is no process to restart (the channel is starting or restarting).
         """
-        if self.process is None:
-            return False
-        self._switch = True
-        self.process.signal_group(signal.SIGTERM)
-        return True
+        return self.run is not None and self.run.replace()
 
     def reset(self) -> None:
         """Operator reset of a failed channel: forget the restart history, try again."""
@@ -521,45 +518,31 @@ class ChannelRunner:
         self, plan: ItemPlan | Gap, span: Span | None, admission: Admission | None
     ) -> Crash | None:
         """Run one process to its end; None when it ended as planned or its item was
-        skipped, else why it crashed."""
-        self._stall = None
-        self._switch = False
-        first: Span | None = None
-        produced = 0
-        code: int | None = None
-        tail = ""
-        splicer = self.timeline.splicer
-        ended = False
+        skipped, else why it crashed. `span` (a start or restart under way) ends at the
+        first output, with `admission`'s slot released then."""
+        run = ProcessRun(self.key, plan, pool=self.pool, timeline=self.timeline, clock=self.clock)
+        first: list[Span] = []
         deferred = False  # the machine was short of resources: the attempt goes on
-        try:
-            argv = self._argv(plan)
-            async with contextlib.AsyncExitStack() as process_scope:
-                with trace.use_span(span or trace.INVALID_SPAN, end_on_exit=False):
-                    spawning = self.pool.spawn(self.key, argv)
-                    proc = await process_scope.enter_async_context(spawning)
-                self._shortage_over()
-                process_scope.callback(self._process_ended)
-                self.process = proc
-                self.item = plan if isinstance(plan, ItemPlan) else None
-                self.spawned_at = self.progress_at = self.clock()
-                splicer.begin()
-                frames_before = splicer.frames
-                if span is not None:
-                    # Outside use_span here: name the parent, or the span would be a root.
-                    first = self.tracer.start_span(
+
+        def spawned(proc: ManagedProcess) -> None:
+            self._shortage_over()
+            self.run = run
+            if span is not None:
+                # Outside use_span here: name the parent, or the span would be a root.
+                first.append(
+                    self.tracer.start_span(
                         "channel.first_output",
                         context=trace.set_span_in_context(span),
-                        attributes={"exstream.channel": self.key},
+                        attributes={"exstream.channel": self.key, "process.pid": proc.pid or 0},
                     )
-                    first.set_attribute("process.pid", proc.pid or 0)
-                kind = "content" if isinstance(plan, ItemPlan) else "slate"
-                produced = await self._pump(proc, span, first, admission, kind)
-                code = await proc.wait()
-                tail = " | ".join(list(proc.stderr_tail)[-3:])
-                if code == 0 and self._stall is None and not self._switch:
-                    self.timeline.push(splicer.end(), kind)
-                    produced = splicer.frames - frames_before
-                    ended = True
+                )
+
+        def output() -> None:
+            if span is not None:
+                self._started(span, first[0] if first else None, admission)
+
+        try:
+            ended = await run.play(self._argv(plan), span, on_spawned=spawned, on_output=output)
         except PoolError as exc:
             if isinstance(exc, ShortOfResources):
                 deferred = True
@@ -576,65 +559,23 @@ class ChannelRunner:
                 span.set_status(Status(StatusCode.ERROR, repr(exc)))
             return Crash("error", repr(exc))
         finally:
-            if not ended:
-                splicer.cut()
             started = span is None or not span.is_recording()  # ended at the first output
             if admission is not None and not started and not deferred:
                 admission.release()
                 self.metrics.restarts.labels(channel=self.key, outcome="failed").inc()
-            for open_span in (first, span) if not (started or deferred) else ():
+            for open_span in [*first, span] if not (started or deferred) else ():
                 if open_span is not None and open_span.is_recording():
                     open_span.set_status(Status(StatusCode.ERROR, "no output"))
                     open_span.end()
-        return self._verdict(code, produced, plan, tail)
+        return self._verdict(ended, plan)
 
-    def _process_ended(self) -> None:
-        self.process = None
-
-    async def _pump(
-        self,
-        proc: ManagedProcess,
-        span: Span | None,
-        first: Span | None,
-        admission: Admission | None,
-        kind: str,
-    ) -> int:
-        """Splice the process's output onto the timeline as fast as the work-ahead
-        takes it; returns the frames it gave (at least 1 once anything went out)."""
-        timeline = self.timeline
-        splicer = timeline.splicer
-        stdout = proc.stdout
-        output = False
-        while True:
-            if not timeline.has_room():
-                self.waiting_for_room = True
-                try:
-                    await timeline.wait_for_room()
-                finally:
-                    self.waiting_for_room = False
-                    self.progress_at = self.clock()
-            data = await stdout.read(READ_SIZE)
-            if not data:
-                break
-            chunks = splicer.feed(data)
-            if not chunks:
-                continue
-            timeline.push(chunks, kind)
-            self.progress_at = self.clock()
-            if not output and span is not None:
-                self._started(span, first, admission)
-            output = True
-        return max(splicer.source_frames, int(output))
-
-    def _verdict(
-        self, code: int | None, produced: int, plan: ItemPlan | Gap, tail: str
-    ) -> Crash | None:
-        assert code is not None
+    def _verdict(self, ended: Ended, plan: ItemPlan | Gap) -> Crash | None:
+        code, produced, tail = ended.code, ended.produced, ended.tail
         log = logger.bind(channel=self.key)
         self.metrics.ffmpeg_exits.labels(channel=self.key, code_class=code_class(code)).inc()
-        if self._stall is not None:
-            return Crash("stalled", f"no output for too long, killed (code {code})", self._stall)
-        if self._switch:
+        if ended.stalled is not None:
+            return Crash("stalled", f"no output for too long, killed (code {code})", ended.stalled)
+        if ended.replaced:
             log.info("channel {} process replaced on request", self.key)
             return None
         if not isinstance(plan, ItemPlan):

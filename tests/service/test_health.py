@@ -11,9 +11,10 @@ from service.config import ChannelConfig, Settings
 from service.health import HealthMonitor, HealthSnapshot, Verdict, classify, snapshot_of
 from service.hub import Hub
 from service.media import MediaItem
-from service.playout import ItemPlan, Playout
+from service.playout import Gap, ItemPlan, Playout
 from service.pool import ProcessPool
 from service.process import ManagedProcess
+from service.processrun import Ended, ProcessRun
 from service.ratelimit import TokenBucket
 from service.restart import RestartPolicy
 from service.runner import ChannelRunner, ChannelState
@@ -80,19 +81,21 @@ def make_runner(clock: FakeClock) -> ChannelRunner:
 async def test_snapshot_counts_only_the_time_a_process_owes_frames(clock: FakeClock) -> None:
     runner = make_runner(clock)
     assert snapshot_of(runner, clock(), 15.0).since_output is None  # no process
+    run = ProcessRun("4", Gap(None), pool=runner.pool, timeline=runner.timeline, clock=clock)
+    runner.run = run
     async with ManagedProcess(["sleep", "100"]) as proc:
-        runner.process = proc
-        runner.progress_at = clock()
+        run.process = proc
+        run.progress_at = clock()
         clock.advance(20.0)
         snapshot = snapshot_of(runner, clock(), 15.0)
         assert (snapshot.channel, snapshot.pid, snapshot.exit_code) == ("4", proc.pid, None)
         assert snapshot.since_output == 20.0
         assert snapshot.stall_timeout == 15.0
         # The work-ahead is full: a healthy process waits too, and is not stalled.
-        runner.waiting_for_room = True
+        run.waiting_for_room = True
         assert snapshot_of(runner, clock(), 15.0).since_output is None
-        runner.waiting_for_room = False
-        runner.progress_at = clock() - 2.0  # it gave frames since
+        run.waiting_for_room = False
+        run.progress_at = clock() - 2.0  # it gave frames since
         assert snapshot_of(runner, clock(), 15.0).since_output == 2.0
     ended = snapshot_of(runner, clock(), 15.0)
     assert proc.returncode is not None
@@ -117,13 +120,15 @@ def test_an_item_that_cannot_play_to_its_end_is_skipped_with_its_reason(
     clock: FakeClock, code: int, produced: int, seek: float, reason: str
 ) -> None:
     runner = make_runner(clock)
-    assert runner._verdict(code, produced, item_plan(seek), "") is None  # no restart
+    ended = Ended(code, produced, "", stalled=None, replaced=False)
+    assert runner._verdict(ended, item_plan(seek)) is None  # no restart
     assert [skip.reason for skip in runner.skips.values()] == [reason]
 
 
 def test_a_whole_item_is_not_skipped(clock: FakeClock) -> None:
     runner = make_runner(clock)
-    assert runner._verdict(0, 150, item_plan(0.0), "") is None
+    ended = Ended(0, 150, "", stalled=None, replaced=False)
+    assert runner._verdict(ended, item_plan(0.0)) is None
     assert runner.skips == {}
 
 
