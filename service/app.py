@@ -26,6 +26,7 @@ from service.channels import ChannelRegistry
 from service.children import child_environment
 from service.config import Settings
 from service.csrf import CrossSiteGuard
+from service.discovery import start_discovery
 from service.errors import ExstreamError
 from service.exposure import is_loopback
 from service.health import HealthMonitor, measure_loop_lag
@@ -40,6 +41,7 @@ from service.refusals import TailSlots
 from service.restart import RestartPolicy
 from service.slate import SlateClip
 from service.tools import check_tools
+from service.tuner import tuner_of_settings
 from service.types import AppState
 from telemetry.metrics import Metrics, MetricsEndpoint
 from telemetry.tracing import TRACER, http_tracing, is_enabled
@@ -84,6 +86,7 @@ def routes(metrics: Metrics) -> list[Route]:
         Route("/stream/{number:int}.ts", streams.stream, methods=["GET"]),
         Route("/iptv/channels.m3u", guide.m3u, methods=["GET"]),
         Route("/iptv/xmltv.xml", guide.xmltv, methods=["GET"]),
+        Route("/iptv/xmltv.xml.gz", guide.xmltv_gz, methods=["GET"]),
         Route("/discover.json", hdhomerun.discover, methods=["GET"]),
         Route("/lineup.json", hdhomerun.lineup, methods=["GET"]),
         Route("/lineup_status.json", hdhomerun.lineup_status, methods=["GET"]),
@@ -123,6 +126,10 @@ def create_app(
             # everything logged until the close, shutdown included, is kept or counted.
             stack.push_async_callback(log_store.close)
             state = await _build(settings, metrics, process_factory, tracer, stack, log_store)
+            tuner = tuner_of_settings(settings)
+            discovery = None
+            if settings.hdhomerun.discovery:
+                discovery = await start_discovery(settings, tuner, metrics)
             tasks = [
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
                 asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
@@ -135,8 +142,10 @@ def create_app(
                 len(settings.channels), settings.server.host, settings.server.port,
             )  # fmt: skip
             try:
-                yield {"exstream": state}
+                yield {"exstream": state, "tuner": tuner}
             finally:
+                if discovery is not None:
+                    discovery.close()  # sends no client to a service that is stopping
                 await _shutdown(state, tasks, settings.server.graceful_shutdown)
 
     # Tracing outermost, so request metrics see the server span (exemplars).

@@ -7,7 +7,9 @@ once, so that `exstream check` can list them and `serve` never starts half-confi
 from __future__ import annotations
 
 import glob
+import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from service import deviceid
 from service.errors import ConfigError
 from telemetry.logging import LOG_LEVELS
 
@@ -102,6 +105,22 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class HdhomerunSettings:
+    device_id: str | None = None  # None: made at random once, kept in the data directory
+    friendly_name: str = "exstream"
+    discovery: bool = True
+    discovery_address: str = "0.0.0.0"
+    discovery_port: int = 65001
+
+
+@dataclass(frozen=True)
+class GuideSettings:
+    language: str = "en"
+    hours: float = 24.0
+    instance: str | None = None  # None: derived from the data directory
+
+
+@dataclass(frozen=True)
 class ChannelConfig:
     number: int
     name: str
@@ -112,6 +131,7 @@ class ChannelConfig:
     group: str | None = None
     shuffle: bool = False
     seed: int | None = None
+    favorite: bool = True
 
     @property
     def always_on(self) -> bool:
@@ -128,6 +148,8 @@ class Settings:
     health: HealthSettings = HealthSettings()
     pool: PoolSettings = PoolSettings()
     logs: LogSettings = LogSettings()
+    guide: GuideSettings = GuideSettings()
+    hdhomerun: HdhomerunSettings = HdhomerunSettings()
     channels: tuple[ChannelConfig, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -266,6 +288,29 @@ _CHECKS: dict[str, _Check] = {
     "max_connections": (lambda v: v >= 0, "must be 0 (derived from the open files limit) or more"),
     "max_header_bytes": (lambda v: v >= 1024, "must be at least 1024"),
     "max_log_tails": (lambda v: v >= 1, "must be at least 1"),
+    "language": (
+        lambda v: re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", v) is not None,
+        "must be a language code such as en, fr or pt-BR",
+    ),
+    "hours": (lambda v: 1 <= v <= 336, "must be between 1 and 336 (14 days)"),
+    "instance": (
+        lambda v: re.fullmatch(r"[-a-zA-Z0-9]+(\.[-a-zA-Z0-9]+)*", v) is not None,
+        "must be letters, digits and hyphens, in dot-separated parts (e.g. living-room)",
+    ),
+    "device_id": (
+        deviceid.is_valid_text,
+        "must be 8 hex digits ending in the HDHomeRun check digit, e.g. 1057A9B2 (not"
+        " 00000000, FFFFFFFF or a first-generation tuner's); leave it out to have one made",
+    ),
+    "friendly_name": (
+        lambda v: bool(v.strip()) and len(v) <= 64 and v.isprintable(),
+        "must be 1 to 64 printable characters",
+    ),
+    "discovery_address": (
+        lambda v: _is_ipv4(v),
+        "must be an IPv4 address (0.0.0.0: every interface)",
+    ),
+    "discovery_port": (lambda v: 1 <= v <= 65535, "must be a port number (1-65535)"),
     **{
         key: _positive
         for key in (
@@ -301,6 +346,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "health": HealthSettings,
     "pool": PoolSettings,
     "logs": LogSettings,
+    "guide": GuideSettings,
+    "hdhomerun": HdhomerunSettings,
 }
 _ENV_KEYS: dict[str, str] = {
     "HOST": "host",
@@ -311,6 +358,14 @@ _ENV_KEYS: dict[str, str] = {
     "LOG_FORMAT": "log_format",
     "API_TOKEN": "api_token",
 }
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _kind(value: Any) -> str:
@@ -368,6 +423,8 @@ def parse_settings(data: Mapping[str, Any], path: Path, environ: Mapping[str, st
         health=health,
         pool=sections["pool"],
         logs=sections["logs"],
+        guide=sections["guide"],
+        hdhomerun=sections["hdhomerun"],
         channels=channels,
         warnings=tuple(reader.warnings),
     )

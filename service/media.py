@@ -16,13 +16,16 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
 from service.children import child_environment
 from service.config import GLOB_CHARS
+from service.metadata import Programme, from_file_tags, from_name, merge
+from service.nfo import NfoReader
 from service.storage import (
     DAMAGED,
     Fault,
@@ -39,7 +42,7 @@ MEDIA_SUFFIXES = frozenset(
     | {".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp"}
     | {".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wav", ".ac3", ".mka"}
 )
-CACHE_VERSION = 2  # bumped when MediaItem changes: older probe results are probed again
+CACHE_VERSION = 3  # bumped when MediaItem changes: older probe results are probed again
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class MediaItem:
     audio_index: int | None = None  # the default track; None: video only (silence)
     cover_index: int | None = None  # an attached picture, for audio-only files
     interlaced: bool = False
+    # What the guide says of it. Cached: the file's tags; scanned: merged with its .nfo
+    # files and name (`title` is then its one-line label).
+    programme: Programme = field(default_factory=Programme)
 
     @property
     def has_audio(self) -> bool:
@@ -139,8 +145,9 @@ def item_from_probe(path: str, probe: dict[str, object]) -> MediaItem | Skipped:
         duration = 0.0
     if not duration > 0.5:
         return Skipped(path, "unreadable", f"unknown or too short duration ({duration:g}s)")
-    tags = _dict(fmt.get("tags"))
-    title = str(tags.get("title") or Path(path).stem)
+    played = [_dict(s.get("tags")) for s in (video, audio) if s is not None]
+    programme = from_file_tags(_dict(fmt.get("tags")), played)
+    title = merge(programme, from_name(Path(path).stem)).label or Path(path).stem
     field_order = str((video or {}).get("field_order") or "progressive")
     return MediaItem(
         path=path,
@@ -154,7 +161,21 @@ def item_from_probe(path: str, probe: dict[str, object]) -> MediaItem | Skipped:
         audio_index=_index(audio) if audio else None,
         cover_index=_index(pictures[0]) if pictures and video is None else None,
         interlaced=field_order not in ("progressive", "unknown"),
+        programme=programme,
     )
+
+
+def described(item: MediaItem, nfo: NfoReader) -> MediaItem:
+    """`item` with its programme from its tags, then its .nfo files, then its name."""
+    path = Path(item.path)
+    programme = merge(item.programme, nfo.programme(path), from_name(path.stem))
+    return replace(item, programme=programme, title=programme.label or path.stem)
+
+
+def _item_from_json(data: dict[str, Any]) -> MediaItem:
+    programme = dict(data.pop("programme"))
+    programme["categories"] = tuple(programme["categories"])  # a list in JSON
+    return MediaItem(**data, programme=Programme(**programme))
 
 
 class ProbeCache:
@@ -242,7 +263,7 @@ class ProbeCache:
             return None
         data = json.loads(row[0])
         kind = data.pop("kind")
-        return MediaItem(**data) if kind == "item" else Skipped(**data)
+        return _item_from_json(data) if kind == "item" else Skipped(**data)
 
     def put(self, path: str, mtime_ns: int, size: int, result: MediaItem | Skipped) -> None:
         self._reopen_when_due()
@@ -302,9 +323,11 @@ class MediaScanner:
         concurrency: int = 4,
         progress: Progress | None = None,
         env: Mapping[str, str] | None = None,
+        nfo: NfoReader | None = None,
     ) -> None:
         self.ffprobe = ffprobe
         self.cache = cache
+        self.nfo = nfo if nfo is not None else NfoReader()
         self.timeout = timeout
         self.concurrency = concurrency
         self.progress = progress
@@ -332,7 +355,12 @@ class MediaScanner:
                 scan.items.append(result)
             else:
                 scan.skipped.append(result)
+        # Read at every scan, not cached with the probe: an edited .nfo shows at the next.
+        scan.items = await asyncio.to_thread(self._describe, scan.items)
         return scan
+
+    def _describe(self, items: list[MediaItem]) -> list[MediaItem]:
+        return [described(item, self.nfo) for item in items]
 
     async def probe(self, path: Path) -> MediaItem | Skipped:
         name = str(path)

@@ -62,7 +62,11 @@ ENTRY_ID = path_param(
 )
 LOG_FILTERS = [
     query("level", {"type": "string", "enum": list(LEVELS)}, "This level and above."),
-    query("channel", {"type": "string"}, "Only entries of this channel."),
+    query(
+        "channel",
+        {"type": "string", "pattern": "^[0-9]{1,5}$"},
+        "Only entries of this channel (its number, 1-99999).",
+    ),
     query("since", {"type": "string", "format": "date-time"}, "RFC 3339, inclusive."),
     query("until", {"type": "string", "format": "date-time"}, "RFC 3339, exclusive."),
     query("q", {"type": "string"}, "Substring of the message, ignoring ASCII case."),
@@ -218,7 +222,20 @@ PATHS: dict[str, Schema] = {
     "/iptv/channels.m3u": get(
         "M3U playlist of every channel.", {"200": text("Playlist", "audio/x-mpegurl")}
     ),
-    "/iptv/xmltv.xml": get("XMLTV guide, next 24 h.", {"200": text("Guide", "application/xml")}),
+    "/iptv/xmltv.xml": get(
+        "XMLTV guide of the next `[guide] hours` (24); gzip-encoded when accepted.",
+        {"200": text("Guide", "application/xml"), "503": error("The guide is being rendered.")},
+    ),
+    "/iptv/xmltv.xml.gz": get(
+        "The XMLTV guide as a gzip file.",
+        {
+            "200": {
+                "description": "Guide, gzip-compressed",
+                **content({"type": "string", "format": "binary"}, "application/gzip"),
+            },
+            "503": error("The guide is being rendered."),
+        },
+    ),
     "/discover.json": get(
         "HDHomeRun device description.",
         {"200": {"description": "Device", **content({"type": "object"})}},

@@ -47,6 +47,7 @@ LOG_LINE_DROP_REASONS = ("queue_full", "write_failed")
 STORES = ("logs", "probe_cache")
 ITEM_SKIP_REASONS = ("failed", "no_output", "ended_early")
 FILLER_REASONS = ("no_content", "skipped", "starved")
+DISCOVERY_OUTCOMES = ("answered", "other_device", "unreachable", "malformed", "dropped")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -282,6 +283,12 @@ class Metrics:
             "Live log tails refused because [server] max_log_tails were open.",
             registry=r,
         )
+        self.discovery_requests = Counter(
+            "exstream_discovery_requests_total",
+            "HDHomeRun discovery packets received on UDP, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "exstream_build_info",
             "Always 1; labels carry the version and the Python version.",
@@ -303,6 +310,8 @@ class Metrics:
             self.logs_dropped.labels(reason=reason)
         for reason in LOG_LINE_DROP_REASONS:
             self.log_lines_dropped.labels(reason=reason)
+        for outcome in DISCOVERY_OUTCOMES:
+            self.discovery_requests.labels(outcome=outcome)
         for store in STORES:
             self.storage_degraded.labels(store=store).set(0)
             self.storage_damaged.labels(store=store)

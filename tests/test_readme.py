@@ -21,6 +21,8 @@ SECTIONS: dict[str, type[Any]] = {
     "stream": config.StreamSettings,
     "health": config.HealthSettings,
     "pool": config.PoolSettings,
+    "guide": config.GuideSettings,
+    "hdhomerun": config.HdhomerunSettings,
 }
 
 

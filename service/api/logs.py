@@ -117,7 +117,7 @@ def parse_filter(request: Request) -> LogFilter:
     until_us = micros(parse_rfc3339("until", until)) if until else None
     return LogFilter(
         min_level=min_level,
-        channel=params.get("channel") or None,
+        channel=parse_channel(params.get("channel")),
         since_us=since_us,
         until_us=until_us,
         q=params.get("q") or None,
@@ -125,11 +125,21 @@ def parse_filter(request: Request) -> LogFilter:
     )
 
 
+def parse_channel(raw: str | None) -> str | None:
+    """A channel number as the entries store it (`7`, also written `007`), or None."""
+    if raw is None or raw == "":
+        return None
+    # Length first: int() refuses over 4300 digits with a ValueError.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 5 or int(raw) < 1:
+        raise InvalidParameter("channel", "must be a channel number from 1 to 99999")
+    return str(int(raw))
+
+
 def parse_limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidParameter("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 

@@ -1,5 +1,8 @@
 """`GET /stream/{number}.ts`: one viewer's MPEG-TS over HTTP.
 
+`HEAD` answers with the headers a viewer would get, and starts nothing: players and
+tuner clients ask before they watch.
+
 The response is a plain ASGI loop, not StreamingResponse: nothing runs per chunk but the
 send itself. A viewer that stops reading is dropped after `send_timeout`; one that
 falls out of the channel's buffer is dropped at its next read. A dropped viewer's
@@ -20,15 +23,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from service.errors import ChannelUnavailable, ServiceStopping
 from service.hub import Subscription, ViewerDropped
 from service.protocol import ABORT_EXTENSION
-from service.types import app_state
+from service.runner import ChannelState
+from service.types import AppState, app_state
 from telemetry.metrics import Metrics
 
 # Reasons a viewer is dropped for not reading fast enough: its unsent bytes are dropped too.
 NOT_READING = frozenset({"slow", "send_timeout"})
 # How long an aborted connection may take to report its disconnect.
 DISCONNECT_WAIT = 1.0
+STREAM_HEADERS = {"Cache-Control": "no-cache, no-store", "X-Content-Type-Options": "nosniff"}
 
 
 class TransportStreamResponse(Response):
@@ -43,10 +49,7 @@ class TransportStreamResponse(Response):
         send_timeout: float,
         metrics: Metrics,
     ) -> None:
-        super().__init__(
-            headers={"Cache-Control": "no-cache, no-store", "X-Content-Type-Options": "nosniff"},
-            media_type=self.media_type,
-        )
+        super().__init__(headers=STREAM_HEADERS, media_type=self.media_type)
         del self.headers["content-length"]
         self.watch = watch
         self.subscription = subscription
@@ -180,6 +183,8 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 async def stream(request: Request) -> Response:
     state = app_state(request)
     number: int = request.path_params["number"]
+    if request.method == "HEAD":
+        return _headers_only(state, number)
     watch = state.channels.watch(number)
     subscription = await watch.__aenter__()
     return TransportStreamResponse(
@@ -189,3 +194,16 @@ async def stream(request: Request) -> Response:
         send_timeout=state.settings.stream.send_timeout,
         metrics=state.metrics,
     )
+
+
+def _headers_only(state: AppState, number: int) -> Response:
+    """What GET would answer, without its body: the refusals GET makes before starting
+    the channel, else the stream's headers."""
+    channel = state.channels.get(number)
+    if state.channels.closing:
+        raise ServiceStopping()
+    if channel.runner.state == ChannelState.FAILED:
+        raise ChannelUnavailable(number, channel.runner.failure or "failed")
+    response = Response(headers=STREAM_HEADERS, media_type=TransportStreamResponse.media_type)
+    del response.headers["content-length"]  # an endless body has none
+    return response

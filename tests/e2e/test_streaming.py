@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import socket
 import threading
@@ -169,8 +170,8 @@ def test_m3u_lists_every_channel_and_every_url_plays(server: Server) -> None:
     ]
     assert len(entries) == 3
     extinf, url = entries[0]
+    assert re.search(r' tvg-id="C1\.[0-9a-f]{8}\.exstream"', extinf)
     for attribute in (
-        'tvg-id="1"',
         'tvg-name="Always"',
         'tvg-chno="1"',
         'group-title="Test"',
@@ -188,8 +189,9 @@ def test_xmltv_programmes_follow_the_schedule(server: Server) -> None:
     response = server.get("/iptv/xmltv.xml")
     assert response.status_code == 200
     root = ET.fromstring(response.content)
-    assert {c.get("id") for c in root.findall("channel")} == {"1", "2", "3"}
-    programmes = [p for p in root.findall("programme") if p.get("channel") == "1"]
+    ids = {c.findall("display-name")[-1].text: c.get("id") for c in root.findall("channel")}
+    assert set(ids) == {"1", "2", "3"}
+    programmes = [p for p in root.findall("programme") if p.get("channel") == ids["1"]]
 
     def parse(value: str | None) -> float:
         assert value is not None

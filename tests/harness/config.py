@@ -44,7 +44,15 @@ def write_config(
     server.update(sections.pop("server", {}))
     # The stand-in ffmpeg reads its plan, spawn log and source from FAKE_FFMPEG_*.
     ffmpeg = {**encoding, "pass_env": ["FAKE_FFMPEG_*"], **sections.pop("ffmpeg", {})}
-    document = {"server": server, "ffmpeg": ffmpeg, **sections, "channels": channels}
+    # UDP 65001 is one per machine: only the tests of discovery ask for it.
+    hdhomerun = {"discovery": False, **sections.pop("hdhomerun", {})}
+    document = {
+        "server": server,
+        "ffmpeg": ffmpeg,
+        "hdhomerun": hdhomerun,
+        **sections,
+        "channels": channels,
+    }
     path = directory / "channels.toml"
     path.write_text(tomli_w.dumps(document), encoding="utf-8")
     return path

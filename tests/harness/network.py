@@ -18,3 +18,11 @@ def free_port() -> int:
     with free_socket() as sock:
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_udp_port() -> int:
+    """A loopback UDP port free now, for a datagram listener to bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -25,6 +25,7 @@ from service.media import (
     item_from_probe,
     probe_cache_health,
 )
+from service.metadata import Programme
 from telemetry.metrics import Metrics
 from tests.conftest import FakeClock
 from tests.damage import DAMAGES
@@ -111,6 +112,31 @@ async def test_second_scan_runs_no_ffprobe(library: Path, tmp_path: Path) -> Non
     assert runs(log) == 6
     assert log.read_text().splitlines()[-1].endswith(str(changed))
     reopened.close()
+
+
+async def test_a_scan_describes_items_and_sees_an_edited_nfo_without_probing(
+    tmp_path: Path, clips: Clips
+) -> None:
+    ffprobe, log = counting_ffprobe(tmp_path)
+    (clip,) = clips(1, 1.5)
+    episode = tmp_path / "Show - S01E02 - Pilot.mp4"
+    shutil.copy(clip, episode)
+    scanner = MediaScanner(ffprobe, ProbeCache(None))
+    (item,) = (await scanner.scan([str(episode)])).items
+    assert item.programme == Programme(show="Show", title="Pilot", season=1, episode=2)
+    assert item.title == "Show - S01E02 - Pilot"
+
+    nfo = episode.with_suffix(".nfo")
+    nfo.write_text("<episodedetails><title>Renamed</title><plot>Plot.</plot></episodedetails>")
+    (item,) = (await scanner.scan([str(episode)])).items
+    assert item.programme == Programme(
+        show="Show", title="Renamed", season=1, episode=2, desc="Plot."
+    )
+    assert item.title == "Show - S01E02 - Renamed"
+    nfo.write_text("<episodedetails><title>Again</title></episodedetails>")
+    (item,) = (await scanner.scan([str(episode)])).items
+    assert item.programme.title == "Again"
+    assert runs(log) == 1  # the media were probed once: the .nfo is read beside the cache
 
 
 async def test_missing_file_is_skipped(tmp_path: Path, clips: Clips) -> None:
@@ -243,6 +269,7 @@ COVER = {
     "disposition": {"attached_pic": 1},
 }
 NINE = {"duration": "9"}
+NEWS = ("p", 30.0, "News", "h264", "aac", 640, 360)
 
 
 def stream(base: dict[str, object], **changes: object) -> dict[str, object]:
@@ -280,7 +307,7 @@ def stream(base: dict[str, object], **changes: object) -> dict[str, object]:
         ),
         (
             {"streams": [VIDEO, AUDIO], "format": {"duration": "30", "tags": {"title": "News"}}},
-            MediaItem("p", 30.0, "News", "h264", "aac", 640, 360, video_index=0, audio_index=1),
+            MediaItem(*NEWS, video_index=0, audio_index=1, programme=Programme(title="News")),
         ),
         (
             {"streams": [stream(AUDIO, index=0, duration="7")], "format": {}},
@@ -361,6 +388,17 @@ def test_probe_cache_round_trip() -> None:
     assert cache.get(item.path, 2, 10) is None  # another mtime
     assert cache.get(item.path, 1, 11) is None  # another size
     cache.close()
+
+
+def test_probe_cache_keeps_the_programme(tmp_path: Path) -> None:
+    programme = Programme(show="S", title="T", season=0, episode=1, categories=("A", "B"))
+    item = MediaItem("/m/a.mkv", 3.0, "S - S00E01 - T", "h264", None, 2, 2, programme=programme)
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    cache.put(item.path, 1, 10, item)
+    cache.close()
+    reopened = ProbeCache(tmp_path / "probe.sqlite")
+    assert reopened.get(item.path, 1, 10) == item
+    reopened.close()
 
 
 def test_results_cached_by_an_older_version_are_probed_again(tmp_path: Path) -> None:

@@ -260,6 +260,7 @@ async def test_filters_over_http(make_app: AppFactory) -> None:
         assert await messages(client, level="warning") == ["an error", "a warning"]
         assert await messages(client, level="ERROR") == ["an error"]
         assert await messages(client, channel="7") == ["a warning"]
+        assert await messages(client, channel="007") == ["a warning"]
         assert await messages(client, trace_id=trace.upper()) == ["traced info"]
         assert await messages(client, q="TRACED") == ["traced info"]
         since = (T0 + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -279,6 +280,11 @@ async def test_filters_over_http(make_app: AppFactory) -> None:
         ({"until": "2025-02-30T00:00:00Z"}, "invalid_parameter", "until"),
         ({"since": "2025-03-01T00:00:00"}, "invalid_parameter", "since"),
         ({"trace_id": "xyz"}, "invalid_parameter", "trace_id"),
+        ({"channel": "abc"}, "invalid_parameter", "channel"),
+        ({"channel": "0"}, "invalid_parameter", "channel"),
+        ({"channel": "100000"}, "invalid_parameter", "channel"),
+        ({"channel": "9" * 5000}, "invalid_parameter", "channel"),
+        ({"limit": "9" * 5000}, "invalid_parameter", "limit"),
         ({"cursor": "entries"}, "invalid_cursor", "cursor"),
         ({"cursor": encode_id(5)}, "invalid_cursor", "cursor"),
     ],
