@@ -16,19 +16,58 @@ from opentelemetry.trace import Tracer
 
 from service.clock import Clock
 from service.config import ChannelConfig, Settings
-from service.errors import ChannelNotFound, ChannelUnavailable, ServiceStopping
+from service.errors import (
+    ChannelNotFound,
+    ChannelNotRunning,
+    ChannelUnavailable,
+    ServiceStopping,
+)
 from service.hub import Hub, Subscription, ViewerDropped
-from service.media import MediaScanner, Skipped
-from service.playout import Playout
+from service.media import MediaItem, MediaScanner, Skipped
+from service.playout import Entry, ItemPlan, Playout
 from service.pool import ProcessPool
 from service.restart import RestartPolicy
-from service.runner import ChannelRunner, ChannelState
+from service.runner import ChannelRunner, ChannelState, ItemSkip
 from service.slate import SlateClip
 from telemetry.metrics import Metrics
 
 
+@dataclass(frozen=True)
+class ProcessView:
+    """The ffmpeg of the moment: what it plays (None: the slate) and since when."""
+
+    pid: int
+    uptime: float
+    plan: ItemPlan | None
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """One reading of a channel, for the API and the pages. Made in one go on the event
+    loop, so it is never half-updated: a state and the process it names belong together."""
+
+    number: int
+    config: ChannelConfig
+    state: ChannelState
+    viewers: int
+    uptime: float | None  # since the channel's start; process changes do not reset it
+    process: ProcessView | None  # None between two processes
+    restarts: int
+    failure: str | None
+    last_output_wall: float | None
+    current: Entry | None
+    media_items: int
+    skipped_media: tuple[Skipped, ...]
+    skipped_items: tuple[ItemSkip, ...]
+    workahead: float
+    horizon: float
+
+
 @dataclass(eq=False)
 class Channel:
+    """One channel and what the API may see and do of it (`view`, `guide`, `restart`);
+    its parts (runner, hub, playout) are the service's own."""
+
     config: ChannelConfig
     hub: Hub
     playout: Playout
@@ -41,6 +80,61 @@ class Channel:
     @property
     def number(self) -> int:
         return self.config.number
+
+    @property
+    def items(self) -> tuple[MediaItem, ...]:
+        """The playable media of the last scan, in schedule order."""
+        return self.playout.items
+
+    def guide(self, start: float, end: float) -> list[Entry]:
+        """The schedule's entries between two wall-clock times."""
+        return self.playout.guide(start, end)
+
+    def view(self, now: float) -> ChannelView:
+        """What the channel is doing at wall-clock time `now`."""
+        runner = self.runner
+        process = None
+        pid, spawned_at = runner.pid, runner.spawned_at
+        if pid is not None and spawned_at is not None:
+            process = ProcessView(pid, runner.clock() - spawned_at, runner.item)
+        uptime = None
+        if runner.running and runner.started_at is not None:
+            uptime = runner.clock() - runner.started_at
+        return ChannelView(
+            number=self.number,
+            config=self.config,
+            state=runner.state,
+            viewers=self.viewers,
+            uptime=uptime,
+            process=process,
+            restarts=runner.restarts,
+            failure=runner.failure,
+            last_output_wall=runner.last_output_wall,
+            current=self.playout.entry_at(now),
+            media_items=len(self.playout.items),
+            skipped_media=tuple(self.skipped),
+            skipped_items=tuple(runner.skips.values()),
+            workahead=runner.workahead,
+            horizon=self.playout.horizon(now),
+        )
+
+    def failure_now(self) -> str | None:
+        """Why the channel cannot be watched now (it failed), else None."""
+        runner = self.runner
+        if runner.state == ChannelState.FAILED:
+            return runner.failure or "failed"
+        return None
+
+    def restart(self) -> str:
+        """The operator's restart: reset a failed channel ("reset"), or replace a running
+        one's process now, outside the budget ("restarted"); ChannelNotRunning otherwise."""
+        runner = self.runner
+        if runner.state == ChannelState.FAILED:
+            runner.reset()
+            return "reset"
+        if runner.running and runner.restart_now():
+            return "restarted"
+        raise ChannelNotRunning(self.number)
 
 
 class ChannelRegistry:

@@ -149,3 +149,18 @@ class RestartBudgetExhausted(ExstreamError):
             f"channel {self.channel}: {self.restarts} restarts within {self.window:g}s, "
             "budget spent"
         )
+
+
+class ChannelNotRunning(ExstreamError):
+    code = "channel_not_running"
+    status_code = 409
+
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+        super().__init__(channel)
+
+    def __str__(self) -> str:
+        return (
+            f"channel {self.channel} has no process to restart (stopped, starting or"
+            " restarting); open its stream to start it, or try again"
+        )

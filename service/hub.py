@@ -39,6 +39,15 @@ class Subscription:
     first: bytes
     dropped: str | None = None
 
+    def take_start(self) -> bytes:
+        """The start point (PAT/PMT and a GOP), once: to send before the first batch."""
+        first, self.first = self.first, b""
+        return first
+
+    def drop(self, reason: str) -> None:
+        """Leave the hub: the viewer's next batch raises ViewerDropped(reason)."""
+        self.hub.drop(self, reason)
+
     async def batches(self) -> AsyncIterator[bytes]:
         """Everything since the last call, joined; ends when the hub closes."""
         if self.first:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,26 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from service.channels import Channel
-from service.errors import ExstreamError
+from service.channels import Channel, ChannelView
 from service.exposure import file_name, shows_paths, without_directories
-from service.runner import ChannelRunner, ChannelState
 from service.types import app_state
-
-
-class ChannelNotRunning(ExstreamError):
-    code = "channel_not_running"
-    status_code = 409
-
-    def __init__(self, channel: int) -> None:
-        self.channel = channel
-        super().__init__(channel)
-
-    def __str__(self) -> str:
-        return (
-            f"channel {self.channel} has no process to restart (stopped, starting or"
-            " restarting); open its stream to start it, or try again"
-        )
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -38,15 +20,16 @@ def rfc3339(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def process_status(runner: ChannelRunner, path: Callable[[str], str]) -> dict[str, Any] | None:
+def process_status(view: ChannelView, path: Callable[[str], str]) -> dict[str, Any] | None:
     """The ffmpeg of the moment: what it plays and for how long; None between two
     processes (viewers are served from the work-ahead meanwhile)."""
-    pid, plan, spawned_at = runner.pid, runner.item, runner.spawned_at
-    if pid is None or spawned_at is None:
+    process = view.process
+    if process is None:
         return None
+    plan = process.plan
     return {
-        "pid": pid,
-        "uptime_seconds": round(runner.clock() - spawned_at, 3),
+        "pid": process.pid,
+        "uptime_seconds": round(process.uptime, 3),
         "plays": "slate" if plan is None else "item",
         "path": None if plan is None else path(plan.item.path),
         "seek_seconds": None if plan is None else round(plan.seek, 3),
@@ -55,15 +38,12 @@ def process_status(runner: ChannelRunner, path: Callable[[str], str]) -> dict[st
 
 def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) -> dict[str, Any]:
     """The channel's status; with `paths` false, media paths are file names only."""
-    runner = channel.runner
-    current = channel.playout.entry_at(now)
-    uptime = None
-    if runner.running and runner.started_at is not None:
-        uptime = round(time.monotonic() - runner.started_at, 3)
+    view = channel.view(now)
+    current = view.current
     known = [
-        *channel.config.media,
-        *(s.path for s in channel.skipped),
-        *(s.path for s in runner.skips.values()),
+        *view.config.media,
+        *(s.path for s in view.skipped_media),
+        *(s.path for s in view.skipped_items),
         *([] if current is None else [current.item.path]),
     ]
 
@@ -74,17 +54,17 @@ def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) 
         return value if paths or value is None else without_directories(value, known)
 
     return {
-        "number": channel.number,
-        "name": channel.config.name,
-        "mode": channel.config.mode,
-        "state": runner.state.value,
-        "viewers": channel.viewers,
-        "pid": runner.pid,
-        "uptime_seconds": uptime,
-        "process": process_status(runner, path),
-        "restarts": runner.restarts,
-        "failure": text(runner.failure),
-        "last_output_at": rfc3339(runner.last_output_wall),
+        "number": view.number,
+        "name": view.config.name,
+        "mode": view.config.mode,
+        "state": view.state.value,
+        "viewers": view.viewers,
+        "pid": None if view.process is None else view.process.pid,
+        "uptime_seconds": None if view.uptime is None else round(view.uptime, 3),
+        "process": process_status(view, path),
+        "restarts": view.restarts,
+        "failure": text(view.failure),
+        "last_output_at": rfc3339(view.last_output_wall),
         "current": None
         if current is None
         else {
@@ -94,15 +74,15 @@ def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) 
             "end": rfc3339(current.end),
             "offset_seconds": round(current.inpoint + now - current.start, 3),
         },
-        "media_items": len(channel.playout.items),
-        "skipped_media": [{"path": path(s.path), "reason": s.reason} for s in channel.skipped],
+        "media_items": view.media_items,
+        "skipped_media": [{"path": path(s.path), "reason": s.reason} for s in view.skipped_media],
         "skipped_items": [
             {"path": path(s.path), "reason": s.reason, "detail": text(s.detail)}
-            for s in runner.skips.values()
+            for s in view.skipped_items
         ],
-        "workahead_seconds": round(runner.workahead, 3),
-        "horizon_seconds": round(channel.playout.horizon(now), 3),
-        "stream_url": f"{base_url}/stream/{channel.number}.ts",
+        "workahead_seconds": round(view.workahead, 3),
+        "horizon_seconds": round(view.horizon, 3),
+        "stream_url": f"{base_url}/stream/{view.number}.ts",
     }
 
 
@@ -131,14 +111,6 @@ async def get_channel(request: Request) -> JSONResponse:
 
 async def restart_channel(request: Request) -> JSONResponse:
     """Reset a failed channel, or restart a running one now (outside the restart budget)."""
-    state = app_state(request)
-    channel = state.channels.get(request.path_params["number"])
-    runner = channel.runner
-    if runner.state == ChannelState.FAILED:
-        runner.reset()
-        action = "reset"
-    elif runner.running and runner.restart_now():
-        action = "restarted"
-    else:
-        raise ChannelNotRunning(channel.number)
+    channel = app_state(request).channels.get(request.path_params["number"])
+    action = channel.restart()
     return JSONResponse({"number": channel.number, "action": action}, status_code=202)

@@ -149,7 +149,7 @@ class GuideCache:
         try:
             async with asyncio.timeout(RENDER_TIMEOUT), self._lock:
                 channels = list(state.channels.channels.values())
-                libraries = tuple(c.playout.items for c in channels)
+                libraries = tuple(c.items for c in channels)
                 guide = self._guide
                 if guide is not None and guide.is_current(libraries, self.clock()):
                     return guide
@@ -164,7 +164,7 @@ class GuideCache:
                         c.number,
                         c.config.name,
                         c.config.logo,
-                        c.playout.guide(start, end),
+                        c.guide(start, end),
                     )
                     for c in channels
                 ]

@@ -26,7 +26,6 @@ from starlette.types import Receive, Scope, Send
 from service.errors import ChannelUnavailable, ServiceStopping
 from service.hub import Subscription, ViewerDropped
 from service.protocol import ABORT_EXTENSION
-from service.runner import ChannelState
 from service.types import AppState, app_state
 from telemetry.metrics import Metrics
 
@@ -68,7 +67,7 @@ class TransportStreamResponse(Response):
             # The start point (PAT/PMT + GOP) goes out now, not one loop turn later in the
             # pump: under load each turn can wait behind a fan-out burst. A fresh
             # connection's transport is not paused, so this send does not block.
-            first, self.subscription.first = self.subscription.first, b""
+            first = self.subscription.take_start()
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
                 self.sent += len(first)
@@ -158,8 +157,7 @@ class _SendWatchdog:
             wait -= self.loop.time()
             if wait <= 0:
                 self.fired = True
-                sub = response.subscription
-                sub.hub.drop(sub, "send_timeout")
+                response.subscription.drop("send_timeout")
                 self.pump.cancel()
                 return
         self.handle = self.loop.call_later(wait, self.check)
@@ -202,8 +200,8 @@ def _headers_only(state: AppState, number: int) -> Response:
     channel = state.channels.get(number)
     if state.channels.closing:
         raise ServiceStopping()
-    if channel.runner.state == ChannelState.FAILED:
-        raise ChannelUnavailable(number, channel.runner.failure or "failed")
+    if (failure := channel.failure_now()) is not None:
+        raise ChannelUnavailable(number, failure)
     response = Response(headers=STREAM_HEADERS, media_type=TransportStreamResponse.media_type)
     del response.headers["content-length"]  # an endless body has none
     return response

@@ -12,10 +12,12 @@ from starlette.applications import Starlette
 from service.__main__ import main
 from service.api.channels import channel_status
 from service.app import create_app
-from service.channels import Channel
-from service.config import ServerSettings, parse_settings
+from service.channels import Channel, ChannelView, ProcessView
+from service.config import ChannelConfig, ServerSettings, parse_settings
 from service.exposure import exposure_warning, is_loopback, shows_paths, without_directories
-from service.runner import ChannelState
+from service.media import MediaItem
+from service.playout import Entry, ItemPlan
+from service.runner import ChannelState, ItemSkip
 from telemetry.logging import redact
 from tests.harness.server import run_cli
 from tests.service.api.conftest import running
@@ -146,31 +148,29 @@ def test_check_warns_of_a_public_bind_without_token(
 
 def test_failure_and_skip_texts_lose_their_directories() -> None:
     folder = "/srv/media/kids shows"
-    item = SimpleNamespace(path=f"{folder}/cut short.mkv", title="Cut short")
-    skip = SimpleNamespace(path=item.path, reason="failed", detail=f"{item.path}: Invalid data")
-    runner = SimpleNamespace(
-        state=ChannelState.FAILED, running=False, started_at=None, pid=None, restarts=5,
-        failure=f"3 items in a row failed: {item.path}: Invalid data (see /var/lib/x/y.log)",
-        last_output_wall=None, skips={item.path: skip}, workahead=0.0, item=None,
-        spawned_at=None,
+    item = MediaItem(f"{folder}/cut short.mkv", 60.0, "Cut short", "h264", "aac", 320, 240, 0, 1)
+    skip = ItemSkip(item.path, "failed", f"{item.path}: Invalid data")
+    failure = f"3 items in a row failed: {item.path}: Invalid data (see /var/lib/x/y.log)"
+    view = ChannelView(
+        number=1, config=ChannelConfig(number=1, name="Kids", media=(folder,)),
+        state=ChannelState.FAILED, viewers=0, uptime=None,
+        process=ProcessView(4242, 3.0, ItemPlan(item, 1.5, 100, 0.0, 60.0)), restarts=5,
+        failure=failure, last_output_wall=None, current=Entry(0.0, item, 0.0, end=60.0),
+        media_items=1, skipped_media=(), skipped_items=(skip,), workahead=0.0, horizon=60.0,
     )  # fmt: skip
-    entry = SimpleNamespace(item=item, start=0.0, end=60.0, inpoint=0.0)
-    playout = SimpleNamespace(entry_at=lambda now: entry, items=[item], horizon=lambda now: 60.0)
-    config = SimpleNamespace(number=1, name="Kids", mode="always_on", media=(folder,))
-    stub = SimpleNamespace(
-        config=config, number=1, runner=runner, playout=playout, viewers=0, skipped=[]
-    )
-    channel = cast(Channel, stub)
+    channel = cast(Channel, SimpleNamespace(number=1, view=lambda now: view))
     hidden = channel_status(channel, "http://tv.lan", 30.0, paths=False)
     assert hidden["failure"] == "3 items in a row failed: cut short.mkv: Invalid data (see y.log)"
     assert hidden["current"]["path"] == "cut short.mkv"
+    assert hidden["process"]["path"] == "cut short.mkv"
     assert hidden["skipped_items"] == [
         {"path": "cut short.mkv", "reason": "failed", "detail": "cut short.mkv: Invalid data"}
     ]
     assert folder not in repr(hidden)
     shown = channel_status(channel, "http://tv.lan", 30.0, paths=True)
     assert shown["skipped_items"][0]["detail"] == skip.detail
-    assert shown["failure"] == runner.failure
+    assert shown["failure"] == failure
+    assert shown["process"]["path"] == item.path
 
 
 def test_serve_warns_of_a_public_bind_without_token(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from service.api.guide import (
 )
 from service.config import ChannelConfig, parse_settings
 from service.media import MediaItem
-from service.playout import Playout
+from service.playout import Entry, Playout
 from service.types import AppState
 from service.xmltv import channel_id
 from tests.conftest import FakeClock
@@ -106,12 +106,25 @@ def item(name: str, duration: float) -> MediaItem:
     return MediaItem(f"/m/{name}.mp4", duration, name, "h264", "aac", 2, 2, video_index=0)
 
 
+class FakeChannel:
+    """What the guide reads of a channel (service/channels.Channel's façade)."""
+
+    def __init__(self, number: int, playout: Playout) -> None:
+        self.number = number
+        self.config = ChannelConfig(number, f"C{number}")
+        self.playout = playout
+
+    @property
+    def items(self) -> tuple[MediaItem, ...]:
+        return self.playout.items
+
+    def guide(self, start: float, end: float) -> list[Entry]:
+        return self.playout.guide(start, end)
+
+
 class FakeChannels:
     def __init__(self, playouts: dict[int, Playout], now: float) -> None:
-        self.channels = {
-            n: SimpleNamespace(number=n, config=ChannelConfig(n, f"C{n}"), playout=p)
-            for n, p in playouts.items()
-        }
+        self.channels = {n: FakeChannel(n, p) for n, p in playouts.items()}
         self.now = now
 
     def wall(self) -> float:
