@@ -1,11 +1,28 @@
 """How players read an M3U playlist, written after their parsers: Jellyfin's M3uParser
 (src/Jellyfin.LiveTv/TunerHosts/M3uParser.cs) and Kodi's PVR IPTV Simple
-(src/iptvsimple/PlaylistLoader.cpp). Tests hold the playlist to what they make of it."""
+(src/iptvsimple/PlaylistLoader.cpp); and the XMLTV reference validator. Tests hold the
+playlist and the guide to what they make of it."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+
+XMLTV_DTD = "/usr/share/xmltv/xmltv.dtd"  # shipped with xmltv-util, like tv_validate_file
+
+
+def validate_xmltv(tmp_path: Path, document: bytes) -> None:
+    """`tv_validate_file` (xmltv-util) accepts `document`, or the test fails with its words."""
+    path = tmp_path / "guide.xml"
+    path.write_bytes(document)
+    run = subprocess.run(
+        ["tv_validate_file", "--dtd-file", XMLTV_DTD, str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
 
 _JELLYFIN_ATTRIBUTE = re.compile(r'([a-z0-9\-_]+)="([^"]+)"', re.IGNORECASE)
 
