@@ -531,10 +531,15 @@ def api() -> dict[str, Any]:
                     f"sum by (reason) (increase(exstream_logs_dropped_total{rate}))",
                     "dropped: {{reason}}",
                 ),
+                (
+                    f"sum by (reason) (increase(exstream_log_lines_dropped_total{rate}))",
+                    "stderr: {{reason}}",
+                ),
                 description="Dropped log entries by reason: queue_full (the writer fell "
                 "behind), unavailable (the log store is off), write_failed (an insert "
-                "failed), closed (logged after the store closed at shutdown). stderr has "
-                "every line.",
+                "failed), closed (logged after the store closed at shutdown); stderr has "
+                "every line unless it was not taking them (stderr: queue_full, "
+                "write_failed), when the log store has every line.",
                 defaults={"min": 0},
             ),
             timeseries(
