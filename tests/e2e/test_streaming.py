@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from service.mpegts import PAT_PID, StartPoint, packets, payload_unit_start, pid, random_access
-from tests.e2e.tsutil import backwards_dts, cut_clean, decode_errors, probe_streams
+from tests.e2e.tsutil import backwards_dts, cut_clean, decode_errors, ffprobe_url, probe_streams
 from tests.harness.config import one_channel, write_config
 from tests.harness.server import Server, run_server, stop_server
 from tests.polling import wait_for
@@ -180,9 +180,15 @@ def test_m3u_lists_every_channel_and_every_url_plays(server: Server) -> None:
         assert attribute in extinf
     for _, url in entries:
         assert url.startswith(server.base_url)
-        with server.client() as client, client.stream("GET", url) as stream:
-            assert stream.status_code == 200
-            assert next(stream.iter_raw())[0] == 0x47
+        assert plays(url) == {"h264", "aac"}, url
+
+
+def plays(url: str) -> set[str]:
+    """The codecs ffprobe finds in the stream at `url`, as a player opens it."""
+    result = ffprobe_url(url, "-show_streams", "-probesize", "400000", "-rw_timeout", "20000000")
+    streams = result.get("streams")
+    assert isinstance(streams, list)
+    return {str(stream["codec_name"]) for stream in streams}
 
 
 def test_xmltv_programmes_follow_the_schedule(server: Server) -> None:
@@ -227,6 +233,7 @@ def test_hdhomerun_emulation(server: Server) -> None:
     lineup = server.get("/lineup.json").json()
     assert [e["GuideNumber"] for e in lineup] == ["1", "2", "3"]
     assert all(e["URL"].endswith(f"/stream/{e['GuideNumber']}.ts") for e in lineup)
+    assert all(plays(e["URL"]) == {"h264", "aac"} for e in lineup)
     status = server.get("/lineup_status.json").json()
     assert status["ScanInProgress"] == 0 and status["SourceList"]
     device = ET.fromstring(server.get("/device.xml").content)

@@ -37,8 +37,13 @@ def decode_errors(path: Path) -> str:
 
 def ffprobe(path: Path, *args: str) -> dict[str, object]:
     """ffprobe's JSON for `path` with `args` (e.g. -show_streams)."""
+    return ffprobe_url(str(path), *args)
+
+
+def ffprobe_url(url: str, *args: str) -> dict[str, object]:
+    """ffprobe's JSON for a file or URL (a stream: it reads what probing needs)."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
+        ["ffprobe", "-v", "error", "-of", "json", *args, url],
         check=True,
         capture_output=True,
         timeout=60,
