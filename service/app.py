@@ -130,6 +130,8 @@ def create_app(
             discovery = None
             if settings.hdhomerun.discovery:
                 discovery = await start_discovery(settings, tuner, metrics)
+                if discovery is not None:
+                    stack.push_async_callback(discovery.close)  # also if start-up fails
             tasks = [
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
                 asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
@@ -145,7 +147,7 @@ def create_app(
                 yield {"exstream": state, "tuner": tuner}
             finally:
                 if discovery is not None:
-                    discovery.close()  # sends no client to a service that is stopping
+                    await discovery.close()  # sends no client to a service that is stopping
                 await _shutdown(state, tasks, settings.server.graceful_shutdown)
 
     # Tracing outermost, so request metrics see the server span (exemplars).

@@ -10,6 +10,7 @@ device's type, id, tuner count and the URLs of its HTTP interface.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import struct
@@ -192,6 +193,10 @@ class Responder(asyncio.DatagramProtocol):
         # (a flood): answers are dropped instead of queued without bound.
         self.paused = False
         self.unreachable_told = False  # the first unanswerable request is logged, once
+        self.closed = asyncio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport is not a subclass of asyncio's, but is one in all but name.
@@ -237,9 +242,7 @@ class Responder(asyncio.DatagramProtocol):
         logger.debug("HDHomeRun discovery: {}", exc)
 
 
-async def start_discovery(
-    settings: Settings, tuner: Tuner, metrics: Metrics
-) -> asyncio.DatagramTransport | None:
+async def start_discovery(settings: Settings, tuner: Tuner, metrics: Metrics) -> Discovery | None:
     """Listen for discovery requests; None, with one WARNING, when the port cannot be
     had (the HTTP interface is served either way)."""
     hdhomerun = settings.hdhomerun
@@ -252,7 +255,7 @@ async def start_discovery(
         return None
     loop = asyncio.get_running_loop()
     try:
-        transport, _ = await loop.create_datagram_endpoint(
+        transport, responder = await loop.create_datagram_endpoint(
             lambda: Responder(tuner, BaseUrls(settings), metrics),
             local_addr=(hdhomerun.discovery_address, hdhomerun.discovery_port),
             family=socket.AF_INET,
@@ -269,4 +272,20 @@ async def start_discovery(
         "HDHomeRun discovery on UDP {} (device {})",
         where, deviceid.text(tuner.device_id),
     )  # fmt: skip
-    return transport
+    return Discovery(transport, responder)
+
+
+class Discovery:
+    """The listening socket, until `close`."""
+
+    def __init__(self, transport: asyncio.BaseTransport, responder: Responder) -> None:
+        self.transport = transport
+        self.responder = responder
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Stop answering (no client is sent to a service that is stopping) and wait,
+        briefly, until the socket is closed."""
+        self.transport.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.responder.closed.wait()

@@ -374,12 +374,13 @@ async def responder(tmp_path: Path, **server: Any) -> AsyncIterator[tuple[int, M
         hdhomerun={"discovery_address": "127.0.0.1", "discovery_port": port},
     )
     metrics = Metrics(CollectorRegistry())
-    transport = await start_discovery(settings, TUNER, metrics)
-    assert transport is not None
+    discovery = await start_discovery(settings, TUNER, metrics)
+    assert discovery is not None
     try:
         yield port, metrics
     finally:
-        transport.close()
+        await discovery.close()
+    assert discovery.responder.closed.is_set()
 
 
 async def exchange(port: int, *packets: bytes) -> list[bytes]:
@@ -457,8 +458,8 @@ async def test_a_taken_port_leaves_discovery_off_with_one_warning(tmp_path: Path
             tmp_path, hdhomerun={"discovery_address": "127.0.0.1", "discovery_port": port}
         )
         with capturing(level_and_message, "INFO") as lines:
-            transport = await start_discovery(settings, TUNER, Metrics(CollectorRegistry()))
-    assert transport is None
+            discovery = await start_discovery(settings, TUNER, Metrics(CollectorRegistry()))
+    assert discovery is None
     ((level, text),) = lines
     assert level == "WARNING"
     assert text.startswith(f"HDHomeRun discovery is off: cannot listen on UDP 127.0.0.1:{port}")
