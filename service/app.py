@@ -43,6 +43,8 @@ from service.slate import SlateClip
 from service.tools import check_tools
 from service.tuner import tuner_of_settings
 from service.types import AppState
+from service.web import routes as web
+from service.web.history import History, keep_history
 from telemetry.metrics import Metrics, MetricsEndpoint
 from telemetry.tracing import TRACER, http_tracing, is_enabled
 
@@ -100,6 +102,7 @@ def routes(metrics: Metrics) -> list[Route]:
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         *logs.ROUTES,
         Route("/metrics", MetricsEndpoint(metrics.registry), methods=["GET"]),
+        *web.ROUTES,
     ]
 
 
@@ -132,7 +135,9 @@ def create_app(
                 discovery = await start_discovery(settings, tuner, metrics)
                 if discovery is not None:
                     stack.push_async_callback(discovery.close)  # also if start-up fails
+            history = History(state.channels.channels)
             tasks = [
+                asyncio.create_task(_forever(lambda: keep_history(history, state), "history")),
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
                 asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
                 asyncio.create_task(_forever(lambda: measure_loop_lag(metrics), "loop lag")),
@@ -144,7 +149,7 @@ def create_app(
                 len(settings.channels), settings.server.host, settings.server.port,
             )  # fmt: skip
             try:
-                yield {"exstream": state, "tuner": tuner}
+                yield {"exstream": state, "tuner": tuner, "history": history}
             finally:
                 if discovery is not None:
                     await discovery.close()  # sends no client to a service that is stopping

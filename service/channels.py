@@ -27,7 +27,7 @@ from service.media import MediaItem, MediaScanner, Skipped
 from service.playout import Entry, ItemPlan, Playout
 from service.pool import ProcessPool
 from service.restart import RestartPolicy
-from service.runner import ChannelRunner, ChannelState, ItemSkip
+from service.runner import ChannelRunner, ChannelState, ItemSkip, LastCrash
 from service.slate import SlateClip
 from telemetry.metrics import Metrics
 
@@ -56,11 +56,23 @@ class ChannelView:
     failure: str | None
     last_output_wall: float | None
     current: Entry | None
+    following: Entry | None  # what plays after `current`
+    last_crash: LastCrash | None  # kept after the channel healed
     media_items: int
     skipped_media: tuple[Skipped, ...]
     skipped_items: tuple[ItemSkip, ...]
     workahead: float
     horizon: float
+
+    def known_paths(self) -> list[str]:
+        """Every media path the view may mention: to cut out of texts shown without paths."""
+        entries = [e for e in (self.current, self.following) if e is not None]
+        return [
+            *self.config.media,
+            *(s.path for s in self.skipped_media),
+            *(s.path for s in self.skipped_items),
+            *(e.item.path for e in entries),
+        ]
 
 
 @dataclass(eq=False)
@@ -100,6 +112,7 @@ class Channel:
         uptime = None
         if runner.running and runner.started_at is not None:
             uptime = runner.clock() - runner.started_at
+        current = self.playout.entry_at(now)
         return ChannelView(
             number=self.number,
             config=self.config,
@@ -110,7 +123,9 @@ class Channel:
             restarts=runner.restarts,
             failure=runner.failure,
             last_output_wall=runner.last_output_wall,
-            current=self.playout.entry_at(now),
+            current=current,
+            following=None if current is None else self.playout.entry_at(current.end),
+            last_crash=runner.last_crash,
             media_items=len(self.playout.items),
             skipped_media=tuple(self.skipped),
             skipped_items=tuple(runner.skips.values()),

@@ -170,6 +170,17 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "Why it failed; directories cut out unless paths are shown.",
             },
             "last_output_at": nullable("string"),
+            "last_crash": nullable(
+                "object",
+                description="The last crash (kept after the channel healed): reason, detail"
+                " (ffmpeg's last stderr lines; directories cut out unless paths are shown),"
+                " when.",
+                properties={
+                    "reason": {"type": "string"},
+                    "detail": {"type": "string"},
+                    "at": {"type": "string"},
+                },
+            ),
             "current": nullable("object", properties={"title": {"type": "string"}, "path": PATH}),
             "media_items": {"type": "integer"},
             "skipped_media": {
@@ -204,6 +215,107 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
     },
+}
+
+HTML_PAGE = text("Page", "text/html")
+SERIES = {"type": "array", "items": nullable("number")}
+# The status pages (service/web/) and what only they read.
+WEB_PATHS: dict[str, Schema] = {
+    "/": get("Status page for people: the service and every channel, live.", {"200": HTML_PAGE}),
+    "/guide": get("The next hours of every channel as a grid (HTML).", {"200": HTML_PAGE}),
+    "/logs": get("The logs API as a table, with its filters and live tail.", {"200": HTML_PAGE}),
+    "/channels/{number}": get(
+        "One channel: how to play it, its schedule, its live log lines (HTML).",
+        {"200": HTML_PAGE, "404": text("No such channel", "text/html")},
+        parameters=[CHANNEL_NUMBER],
+    ),
+    "/static/{name}": get(
+        "The pages' style sheet and scripts.",
+        {
+            "200": {
+                "description": "The file",
+                "content": {
+                    media_type: {"schema": {"type": "string"}}
+                    for media_type in ("text/css", "text/javascript", "text/plain")
+                },
+            },
+            "304": {"description": "Not modified (If-None-Match)"},
+            "404": error("No such file."),
+        },
+        parameters=[path_param("name", {"type": "string"}, "File name.")],
+    ),
+    "/api/history": get(
+        "Every channel's last hour for the status page's charts, sampled every 10 s.",
+        {
+            "200": {
+                "description": "Samples, oldest first",
+                **content(
+                    {
+                        "type": "object",
+                        "required": ["interval_seconds", "points", "times", "channels"],
+                        "properties": {
+                            "interval_seconds": {"type": "number"},
+                            "points": {"type": "integer", "description": "Samples kept."},
+                            "times": {"type": "array", "items": {"type": "string"}},
+                            "channels": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": [
+                                        "number",
+                                        "output_bits_per_second",
+                                        "viewers",
+                                        "restarts",
+                                        "restarts_total",
+                                        "restarts_last_hour",
+                                    ],
+                                    "properties": {
+                                        "number": {"type": "integer"},
+                                        "output_bits_per_second": SERIES,
+                                        "viewers": {"type": "array", "items": {"type": "integer"}},
+                                        "restarts": {**SERIES, "description": "Per interval."},
+                                        "restarts_total": {"type": "integer"},
+                                        "restarts_last_hour": {"type": "integer"},
+                                    },
+                                },
+                            },
+                        },
+                    }
+                ),
+            }
+        },
+    ),
+    "/api/channels/{number}/schedule": get(
+        "The channel's next programmes (3 hours, at most 50), the one on air first.",
+        {
+            "200": {
+                "description": "Schedule",
+                **content(
+                    {
+                        "type": "object",
+                        "required": ["number", "entries"],
+                        "properties": {
+                            "number": {"type": "integer"},
+                            "entries": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["title", "start", "end"],
+                                    "properties": {
+                                        "title": {"type": "string"},
+                                        "start": {"type": "string", "format": "date-time"},
+                                        "end": {"type": "string", "format": "date-time"},
+                                    },
+                                },
+                            },
+                        },
+                    }
+                ),
+            },
+            "404": error("No such channel."),
+        },
+        parameters=[CHANNEL_NUMBER],
+    ),
 }
 
 PATHS: dict[str, Schema] = {
@@ -378,6 +490,7 @@ PATHS: dict[str, Schema] = {
     ),
     "/api/logs/entries/{entry_id}": log_entry("One log entry."),
     "/api/logs/{entry_id}": log_entry("One log entry (the old API's path).", deprecated=True),
+    **WEB_PATHS,
 }
 
 DOCUMENT: Schema = {

@@ -73,6 +73,15 @@ class Crash:
 
 
 @dataclass(frozen=True)
+class LastCrash:
+    """The channel's last crash, kept after it healed: what the status page shows."""
+
+    reason: str
+    detail: str
+    at: float  # wall-clock time
+
+
+@dataclass(frozen=True)
 class ItemSkip:
     """An item that could not play to its end: skipped, the gap filled with the slate."""
 
@@ -116,6 +125,7 @@ class ChannelRunner:
         self.failure: str | None = None
         self.failed_at: float | None = None
         self.restarts = 0
+        self.last_crash: LastCrash | None = None
         self.started_at: float | None = None
         self.skips: dict[str, ItemSkip] = {}  # path -> why it does not play now
         self.timeline = self._new_timeline()
@@ -313,6 +323,7 @@ class ChannelRunner:
             span = admission = None
             if crash is None:
                 continue
+            self.last_crash = LastCrash(crash.reason, crash.detail, self.wall())
             self.metrics.unhealthy.labels(channel=self.key, reason=crash.reason).inc()
             log.warning(
                 "channel {} {}: {}", self.key, crash.reason, crash.detail, reason=crash.reason

@@ -64,14 +64,18 @@ def _element(tag: str, text: str | None, lang: str | None = None) -> str:
     return f"<{tag}{attribute}>{escape(text)}</{tag}>"
 
 
+def programme_title(item: MediaItem) -> str:
+    """The programme's title in the guide: the show's (or the film's), else the file's."""
+    return item.programme.guide_title or clean(Path(item.path).stem) or OFFLINE_TITLE
+
+
 def programme_body(item: MediaItem | None, lang: str) -> str:
     """The elements of one programme, in the order the DTD gives them."""
     if item is None:
         return _element("title", OFFLINE_TITLE, lang)
     programme: Programme = item.programme
-    title = programme.guide_title or clean(Path(item.path).stem) or OFFLINE_TITLE
     parts = [
-        _element("title", title, lang),
+        _element("title", programme_title(item), lang),
         _element("sub-title", programme.sub_title, lang),
         _element("desc", programme.desc, lang),
         _element("date", programme.date),

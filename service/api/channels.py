@@ -40,12 +40,7 @@ def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) 
     """The channel's status; with `paths` false, media paths are file names only."""
     view = channel.view(now)
     current = view.current
-    known = [
-        *view.config.media,
-        *(s.path for s in view.skipped_media),
-        *(s.path for s in view.skipped_items),
-        *([] if current is None else [current.item.path]),
-    ]
+    known = view.known_paths()
 
     def path(value: str) -> str:
         return value if paths else file_name(value)
@@ -64,6 +59,13 @@ def channel_status(channel: Channel, base_url: str, now: float, *, paths: bool) 
         "process": process_status(view, path),
         "restarts": view.restarts,
         "failure": text(view.failure),
+        "last_crash": None
+        if view.last_crash is None
+        else {
+            "reason": view.last_crash.reason,
+            "detail": text(view.last_crash.detail),
+            "at": rfc3339(view.last_crash.at),
+        },
         "last_output_at": rfc3339(view.last_output_wall),
         "current": None
         if current is None

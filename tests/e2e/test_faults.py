@@ -49,6 +49,10 @@ def test_killed_ffmpeg_is_restarted_and_viewers_keep_their_connection(
         assert viewer.is_alive() and viewer.error is None  # the same connection
         channel = server.channel(1)
         assert channel["restarts"] == 1 and channel["state"] == "running"
+        # Healed, so no `failure`; the crash is still told, for the status page.
+        assert channel["failure"] is None
+        crash = channel["last_crash"]
+        assert crash["reason"] == "exited" and "signal 9" in crash["detail"], crash
         assert server.metric("exstream_channel_unhealthy_total", channel="1", reason="exited") == 1
         assert server.metric("exstream_ffmpeg_exits_total", channel="1", code_class="signal") == 1
         viewer.stop.set()

@@ -17,7 +17,7 @@ from service.config import ChannelConfig, ServerSettings, parse_settings
 from service.exposure import exposure_warning, is_loopback, shows_paths, without_directories
 from service.media import MediaItem
 from service.playout import Entry, ItemPlan
-from service.runner import ChannelState, ItemSkip
+from service.runner import ChannelState, ItemSkip, LastCrash
 from telemetry.logging import redact
 from tests.harness.server import run_cli
 from tests.service.api.conftest import running
@@ -156,6 +156,7 @@ def test_failure_and_skip_texts_lose_their_directories() -> None:
         state=ChannelState.FAILED, viewers=0, uptime=None,
         process=ProcessView(4242, 3.0, ItemPlan(item, 1.5, 100, 0.0, 60.0)), restarts=5,
         failure=failure, last_output_wall=None, current=Entry(0.0, item, 0.0, end=60.0),
+        following=None, last_crash=LastCrash("exited", f"{item.path}: Invalid data", 1.0),
         media_items=1, skipped_media=(), skipped_items=(skip,), workahead=0.0, horizon=60.0,
     )  # fmt: skip
     channel = cast(Channel, SimpleNamespace(number=1, view=lambda now: view))
@@ -163,6 +164,7 @@ def test_failure_and_skip_texts_lose_their_directories() -> None:
     assert hidden["failure"] == "3 items in a row failed: cut short.mkv: Invalid data (see y.log)"
     assert hidden["current"]["path"] == "cut short.mkv"
     assert hidden["process"]["path"] == "cut short.mkv"
+    assert hidden["last_crash"]["detail"] == "cut short.mkv: Invalid data"
     assert hidden["skipped_items"] == [
         {"path": "cut short.mkv", "reason": "failed", "detail": "cut short.mkv: Invalid data"}
     ]
