@@ -141,20 +141,7 @@
     }
     x.setText(logState, "Live.");
     retry = 1000;
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim());
-        if (data.length) addLine(JSON.parse(data.join("\n")));
-      }
-    }
+    await x.readEvents(response, addLine);
     throw new Error("ended");
   }
 

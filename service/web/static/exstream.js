@@ -374,10 +374,29 @@
     setInterval(() => setText(element, duration(base + (Date.now() - loaded) / 1000)), 1000);
   }
 
+  // The logs API's live tail (server-sent events) read from a fetch() response, which can
+  // carry the token (EventSource cannot): `onEntry` gets each entry until the stream ends.
+  async function readEvents(response, onEntry) {
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim());
+        if (data.length) onEntry(JSON.parse(data.join("\n")));
+      }
+    }
+  }
+
   window.exstream = {
     access, url, api, token, errorOf, refusal, poll, clock, stamp, timeElement, localize,
     duration, field, setText, showChannel, programmeChanged, showNowNext, restartBase,
-    showCharts, levelBadge, link, traceLink,
+    showCharts, levelBadge, link, traceLink, readEvents,
   };
 
   localize(document);

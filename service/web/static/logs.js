@@ -85,22 +85,10 @@
     });
     if (!response.ok) return failed(response);
     x.setText(state, "Live: new entries appear on top.");
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim());
-        if (!data.length) continue;
-        rows.prepend(row(JSON.parse(data.join("\n"))));
-        while (rows.children.length > KEPT_ROWS) rows.lastElementChild.remove();
-      }
-    }
+    await x.readEvents(response, (entry) => {
+      rows.prepend(row(entry));
+      while (rows.children.length > KEPT_ROWS) rows.lastElementChild.remove();
+    });
     x.setText(state, "The live tail ended (the service stopped?).");
   }
 
