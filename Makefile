@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_TOOLS := ffmpeg ffprobe prometheus promtool prometheus-alertmanager amtool tv_validate_file hdhomerun_config chromium chromedriver
+SYSTEM_TOOLS := ffmpeg ffprobe prometheus promtool prometheus-alertmanager amtool tv_validate_file hdhomerun_config chromium chromedriver nginx
 DEMO_DIR ?= data/demo
 HOST ?= 127.0.0.1
 PORT ?= 8410
@@ -23,7 +23,7 @@ system-deps:
 		echo "installing Debian packages for:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			ffmpeg prometheus prometheus-alertmanager xmltv-util hdhomerun-config chromium chromium-driver >/dev/null; \
+			ffmpeg prometheus prometheus-alertmanager xmltv-util hdhomerun-config chromium chromium-driver nginx >/dev/null; \
 	fi
 
 venv: $(BIN)/.installed
