@@ -254,13 +254,17 @@ async def start_discovery(settings: Settings, tuner: Tuner, metrics: Metrics) ->
         )
         return None
     loop = asyncio.get_running_loop()
+    # The socket is bound here, not by create_datagram_endpoint: uvloop leaves a transport
+    # unclosed when its own bind fails (a port held by another program).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        sock.bind((hdhomerun.discovery_address, hdhomerun.discovery_port))
+        sock.setblocking(False)
         transport, responder = await loop.create_datagram_endpoint(
-            lambda: Responder(tuner, BaseUrls(settings), metrics),
-            local_addr=(hdhomerun.discovery_address, hdhomerun.discovery_port),
-            family=socket.AF_INET,
+            lambda: Responder(tuner, BaseUrls(settings), metrics), sock=sock
         )
     except OSError as exc:
+        sock.close()
         hint = " (another HDHomeRun service?)" if exc.errno == errno.EADDRINUSE else ""
         logger.warning(
             "HDHomeRun discovery is off: cannot listen on UDP {}: {}{}; clients can still"
