@@ -20,16 +20,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import __version__, openapi
-from service.api import channels, guide, hdhomerun, logs, probes, streams
+from service.api import channels, cluster, guide, hdhomerun, hls, logs, probes, streams
 from service.auth import BearerAuthMiddleware, LogsNeedTokenMiddleware
 from service.channels import ChannelRegistry
 from service.children import child_environment
+from service.cluster import Membership, PeerMonitor
 from service.config import Settings
 from service.csrf import CrossSiteGuard
 from service.discovery import start_discovery
 from service.errors import ExstreamError
 from service.exposure import is_loopback
 from service.health import HealthMonitor, measure_loop_lag
+from service.hls.service import HlsService
 from service.httpmetrics import HttpMetricsMiddleware
 from service.logstore import LogStore
 from service.media import MediaScanner, ProbeCache, log_progress, probe_cache_health
@@ -86,6 +88,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
 def routes(metrics: Metrics) -> list[Route]:
     return [
         Route("/stream/{number:int}.ts", streams.stream, methods=["GET"]),
+        *hls.ROUTES,
         Route("/iptv/channels.m3u", guide.m3u, methods=["GET"]),
         Route("/iptv/xmltv.xml", guide.xmltv, methods=["GET"]),
         Route("/iptv/xmltv.xml.gz", guide.xmltv_gz, methods=["GET"]),
@@ -97,6 +100,8 @@ def routes(metrics: Metrics) -> list[Route]:
         Route("/api/channels", channels.list_channels, methods=["GET"]),
         Route("/api/channels/{number:int}", channels.get_channel, methods=["GET"]),
         Route("/api/channels/{number:int}/restart", channels.restart_channel, methods=["POST"]),
+        Route("/api/cluster", cluster.cluster, methods=["GET"]),
+        Route("/api/cluster/owner", cluster.owner, methods=["GET"]),
         Route("/healthz", probes.healthz, methods=["GET"]),
         Route("/readyz", probes.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
@@ -118,6 +123,7 @@ def create_app(
         metrics.add_channel(str(channel.number))
     provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
     tracer = provider.get_tracer(TRACER, __version__)
+    membership = Membership(settings.cluster, (c.number for c in settings.channels), metrics)
     # Built before the app starts so that __main__ can hand its sink to loguru.
     log_store = LogStore(settings.server.data_dir / "logs.sqlite", settings.logs, metrics)
 
@@ -128,7 +134,9 @@ def create_app(
             # Entries reach the store's queue as they are logged (no queue in between), so
             # everything logged until the close, shutdown included, is kept or counted.
             stack.push_async_callback(log_store.close)
-            state = await _build(settings, metrics, process_factory, tracer, stack, log_store)
+            state = await _build(
+                settings, metrics, process_factory, tracer, stack, log_store, membership
+            )
             tuner = tuner_of_settings(settings)
             discovery = None
             if settings.hdhomerun.discovery:
@@ -136,12 +144,16 @@ def create_app(
                 if discovery is not None:
                     stack.push_async_callback(discovery.close)  # also if start-up fails
             history = History(state.channels.channels)
+            hls_service = HlsService(state.channels, settings, metrics)
             tasks = [
                 asyncio.create_task(_forever(lambda: keep_history(history, state), "history")),
                 asyncio.create_task(_forever(state.monitor.run, "health monitor")),
                 asyncio.create_task(_forever(state.channels.run_rebuilds, "playout rebuild")),
                 asyncio.create_task(_forever(lambda: measure_loop_lag(metrics), "loop lag")),
             ]
+            if settings.cluster.enabled:
+                peers = PeerMonitor(membership, settings.cluster, state.channels.rebalance)
+                tasks.append(asyncio.create_task(_forever(peers.run, "cluster peer checks")))
             state.channels.start_always_on()
             app.state.exstream = state
             logger.info(
@@ -149,8 +161,9 @@ def create_app(
                 len(settings.channels), settings.server.host, settings.server.port,
             )  # fmt: skip
             try:
-                yield {"exstream": state, "tuner": tuner, "history": history}
+                yield {"exstream": state, "tuner": tuner, "history": history, "hls": hls_service}
             finally:
+                await hls_service.close(settings.server.graceful_shutdown)
                 if discovery is not None:
                     await discovery.close()  # sends no client to a service that is stopping
                 await _shutdown(state, tasks, settings.server.graceful_shutdown)
@@ -164,6 +177,8 @@ def create_app(
         middleware.append(Middleware(BearerAuthMiddleware, token=server.api_token))
     elif not is_loopback(server.host):
         middleware.append(Middleware(LogsNeedTokenMiddleware))
+    if settings.cluster.enabled:
+        middleware.append(Middleware(cluster.OwnerRouting, membership=membership))
     app = Starlette(
         routes=routes(metrics),
         middleware=middleware,
@@ -178,6 +193,7 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.log_store = log_store
     app.state.metrics = metrics
+    app.state.membership = membership
     return app
 
 
@@ -208,6 +224,7 @@ async def _build(
     tracer: trace.Tracer,
     stack: contextlib.AsyncExitStack,
     log_store: LogStore,
+    membership: Membership,
 ) -> AppState:
     # Before any spawn: what an earlier run on this data directory left running.
     data_dir = settings.server.data_dir
@@ -255,6 +272,7 @@ async def _build(
         metrics=metrics,
         tracer=tracer,
         slate=slate,
+        owner=lambda number: None if membership.owns(number) else membership.owner(number).name,
     )
     monitor = HealthMonitor(
         registry.runners,

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -165,8 +165,10 @@ class ChannelRegistry:
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         slate: SlateClip | None = None,
+        owner: Callable[[int], str | None] = lambda number: None,
     ) -> None:
         self.settings = settings
+        self.owner = owner  # the other instance that runs a channel; None: this one
         self.scanner = scanner
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("exstream")
@@ -263,8 +265,27 @@ class ChannelRegistry:
 
     def start_always_on(self) -> None:
         for channel in self.channels.values():
-            if channel.config.always_on:
+            if channel.config.always_on and self.owner(channel.number) is None:
                 channel.runner.start()
+
+    async def rebalance(self) -> None:
+        """After the cluster's live members changed: stop the channels another instance
+        runs now (their viewers reconnect to it), start the always-on ones run here."""
+        for channel in self.channels.values():
+            elsewhere = self.owner(channel.number)
+            if elsewhere is None or not channel.runner.running or self.closing:
+                continue
+            logger.bind(channel=str(channel.number)).info(
+                "channel {} now runs on {}: stopping it here", channel.number, elsewhere,
+                peer=elsewhere,
+            )  # fmt: skip
+            if channel.idle_stop is not None:
+                channel.idle_stop.cancel()
+                channel.idle_stop = None
+            channel.hub.end_viewers("moved")
+            await channel.runner.stop()
+        if not self.closing:
+            self.start_always_on()
 
     @asynccontextmanager
     async def watch(self, number: int) -> AsyncIterator[Subscription]:
@@ -274,8 +295,7 @@ class ChannelRegistry:
             raise ServiceStopping()
         if channel.runner.state == ChannelState.FAILED:
             raise ChannelUnavailable(number, channel.runner.failure or "failed")
-        channel.viewers += 1
-        self._viewers_changed(channel)
+        self.add_viewer(channel)
         try:
             await channel.runner.ensure_started()
             await channel.runner.wait_ready(self.settings.stream.start_timeout)
@@ -290,8 +310,17 @@ class ChannelRegistry:
             finally:
                 channel.hub.unsubscribe(sub)
         finally:
-            channel.viewers -= 1
-            self._viewers_changed(channel)
+            self.remove_viewer(channel)
+
+    def add_viewer(self, channel: Channel) -> None:
+        """One more viewer holds the channel: a pending idle stop is called off."""
+        channel.viewers += 1
+        self._viewers_changed(channel)
+
+    def remove_viewer(self, channel: Channel) -> None:
+        """A viewer left: the last one's leaving starts the idle grace."""
+        channel.viewers -= 1
+        self._viewers_changed(channel)
 
     def _viewers_changed(self, channel: Channel) -> None:
         self.metrics.channel_viewers.labels(channel=str(channel.number)).set(channel.viewers)

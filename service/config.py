@@ -10,6 +10,7 @@ import glob
 import ipaddress
 import math
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -121,6 +122,34 @@ class GuideSettings:
 
 
 @dataclass(frozen=True)
+class HlsSettings:
+    segment_seconds: float = 4.0  # cut on the first keyframe that keeps within this
+    window: int = 6  # segments in the live playlist
+    max_sessions: int = 10_000  # HLS sessions open at once, all channels together
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Instances sharing one configuration, each running its share of the channels.
+
+    After parsing, `members` and `peers` are complete (one URL per member, in order) and
+    `instance` is this instance's name; no members: one instance runs every channel."""
+
+    instance: str = ""  # "": EXSTREAM_INSTANCE, else the host name (a pod's name)
+    instances: int = 0  # members <prefix>-0 .. <prefix>-(N-1), from `instance`'s prefix
+    members: tuple[str, ...] = ()
+    peer_url: str = ""  # how instances reach each other: {member} and {ordinal} filled in
+    peers: tuple[str, ...] = ()  # or one URL per member, in the members' order
+    check_interval: float = 1.0
+    check_timeout: float = 1.0
+    down_after: int = 3  # failed checks in a row before a peer's channels move
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.members)
+
+
+@dataclass(frozen=True)
 class ChannelConfig:
     number: int
     name: str
@@ -150,6 +179,8 @@ class Settings:
     logs: LogSettings = LogSettings()
     guide: GuideSettings = GuideSettings()
     hdhomerun: HdhomerunSettings = HdhomerunSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    hls: HlsSettings = HlsSettings()
     channels: tuple[ChannelConfig, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -259,6 +290,8 @@ class _Reader:
 
 
 _Check = tuple[Callable[[Any], bool], str]
+_MEMBER_NAME = re.compile(r"[-a-zA-Z0-9]+(\.[-a-zA-Z0-9]+)*")
+_ORDINAL = re.compile(r"(?P<prefix>.+)-(?P<ordinal>[0-9]+)")
 _positive: _Check = (lambda v: v > 0, "must be greater than 0")
 _CHECKS: dict[str, _Check] = {
     "port": (lambda v: 0 <= v <= 65535, "must be a port number (0-65535)"),
@@ -311,6 +344,23 @@ _CHECKS: dict[str, _Check] = {
         "must be an IPv4 address (0.0.0.0: every interface)",
     ),
     "discovery_port": (lambda v: 1 <= v <= 65535, "must be a port number (1-65535)"),
+    "instances": (lambda v: 0 <= v <= 1000, "must be between 0 (no cluster) and 1000"),
+    "members": (
+        lambda v: all(_MEMBER_NAME.fullmatch(m) for m in v) and len(set(v)) == len(v),
+        "must be distinct names of letters, digits, hyphens and dots (e.g. exstream-0)",
+    ),
+    "peer_url": (
+        lambda v: _is_peer_url(v.replace("{member}", "m").replace("{ordinal}", "0")),
+        "must be an http:// URL with no path, e.g. http://{member}.exstream:8410",
+    ),
+    "peers": (
+        lambda v: all(_is_peer_url(p) for p in v),
+        "every entry must be an http:// URL with no path, e.g. http://10.0.0.5:8410",
+    ),
+    "down_after": (lambda v: v >= 1, "must be at least 1"),
+    "segment_seconds": (lambda v: 1 <= v <= 60, "must be between 1 and 60 seconds"),
+    "window": (lambda v: 3 <= v <= 100, "must be between 3 and 100 segments"),
+    "max_sessions": (lambda v: v >= 1, "must be at least 1"),
     **{
         key: _positive
         for key in (
@@ -334,6 +384,7 @@ _CHECKS: dict[str, _Check] = {
             "spawn_rate",
             "acquire_timeout",
             "retention_days",
+            "check_timeout",
         )
     },
 }
@@ -348,6 +399,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "logs": LogSettings,
     "guide": GuideSettings,
     "hdhomerun": HdhomerunSettings,
+    "cluster": ClusterSettings,
+    "hls": HlsSettings,
 }
 _ENV_KEYS: dict[str, str] = {
     "HOST": "host",
@@ -358,6 +411,10 @@ _ENV_KEYS: dict[str, str] = {
     "LOG_FORMAT": "log_format",
     "API_TOKEN": "api_token",
 }
+
+
+def _is_peer_url(text: str) -> bool:
+    return re.fullmatch(r"http://[-a-zA-Z0-9.]+(:[0-9]{1,5})?/?", text) is not None
 
 
 def _is_ipv4(text: str) -> bool:
@@ -410,8 +467,13 @@ def parse_settings(data: Mapping[str, Any], path: Path, environ: Mapping[str, st
             reader.problem("server.data_dir", f"invalid path: {_reason(exc)}")
     channels = _read_channels(reader, data.get("channels", []), base)
     health: HealthSettings = sections["health"]
+    ffmpeg: FfmpegSettings = sections["ffmpeg"]
+    if sections["hls"].segment_seconds < ffmpeg.gop_seconds:
+        # A segment holds at least one whole GOP: it starts on a keyframe.
+        reader.problem("hls.segment_seconds", "must be at least ffmpeg.gop_seconds")
     if health.backoff_initial > health.backoff_max:
         reader.problem("health.backoff_initial", "must not exceed health.backoff_max")
+    cluster = _read_cluster(reader, sections["cluster"], environ)
     if reader.problems:
         raise ConfigError(str(path), reader.problems)
     return Settings(
@@ -425,6 +487,8 @@ def parse_settings(data: Mapping[str, Any], path: Path, environ: Mapping[str, st
         logs=sections["logs"],
         guide=sections["guide"],
         hdhomerun=sections["hdhomerun"],
+        cluster=cluster,
+        hls=sections["hls"],
         channels=channels,
         warnings=tuple(reader.warnings),
     )
@@ -458,6 +522,52 @@ def _apply_environ(
             changes[key] = value
     server = replace(server, **changes)
     return replace(server, log_level=server.log_level.upper())
+
+
+def _read_cluster(
+    reader: _Reader, cluster: ClusterSettings, environ: Mapping[str, str]
+) -> ClusterSettings:
+    """The members and their URLs in full, and this instance's name among them."""
+    instance = environ.get("EXSTREAM_INSTANCE") or cluster.instance or socket.gethostname()
+    if not (cluster.instances or cluster.members):
+        return replace(cluster, instance=instance, peers=())
+    if not _MEMBER_NAME.fullmatch(instance):
+        reader.problem("cluster.instance", f"{instance!r}: not letters, digits and hyphens")
+        return cluster
+    members = cluster.members
+    if cluster.instances and members:
+        reader.problem("cluster.members", "give cluster.instances or cluster.members, not both")
+        return cluster
+    if cluster.instances:
+        match = _ORDINAL.fullmatch(instance)
+        if match is None or int(match["ordinal"]) >= cluster.instances:
+            reader.problem(
+                "cluster.instance",
+                f"{instance!r} must end in -<ordinal> below cluster.instances"
+                f" ({cluster.instances}), as a StatefulSet's pods do (exstream-0, exstream-1)",
+            )
+            return cluster
+        members = tuple(f"{match['prefix']}-{i}" for i in range(cluster.instances))
+    elif instance not in members:
+        reader.problem("cluster.instance", f"{instance!r} is not one of cluster.members")
+        return cluster
+    peers = cluster.peers
+    if peers and len(peers) != len(members):
+        reader.problem(
+            "cluster.peers", f"expected one URL per member ({len(members)}), got {len(peers)}"
+        )
+        return cluster
+    if not peers:
+        if not cluster.peer_url:
+            reader.problem("cluster.peer_url", "missing: give peer_url or peers")
+            return cluster
+        peers = tuple(
+            cluster.peer_url.replace("{member}", name).replace("{ordinal}", str(i))
+            for i, name in enumerate(members)
+        )
+    return replace(
+        cluster, instance=instance, members=members, peers=tuple(p.rstrip("/") for p in peers)
+    )
 
 
 def _read_channels(reader: _Reader, raw: Any, base: Path) -> tuple[ChannelConfig, ...]:

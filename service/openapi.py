@@ -91,6 +91,12 @@ PATH = {
     " token set); otherwise the file name only.",
 }
 
+HLS_PLAYLIST = "application/vnd.apple.mpegurl"
+HLS_UNAVAILABLE = error(
+    "channel_unavailable (with Retry-After): the channel failed or gave no segment in time;"
+    " too_many_sessions: `[hls] max_sessions` sessions are open."
+)
+
 
 def get(summary: str, responses: Schema, **more: Any) -> Schema:
     return {"get": {"summary": summary, "responses": responses, **more}}
@@ -140,6 +146,26 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             "entries": {"type": "array", "items": ref("LogEntry")},
             "next_cursor": nullable("string", pattern=f"^{TOKEN_PATTERN}$"),
+        },
+    },
+    "Cluster": {
+        "type": "object",
+        "required": ["instance", "members"],
+        "properties": {
+            "instance": {"type": "string"},
+            "members": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "url", "live", "channels"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "url": nullable("string"),
+                        "live": {"type": "boolean"},
+                        "channels": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+            },
         },
     },
     "Channel": {
@@ -194,6 +220,11 @@ SCHEMAS: dict[str, Schema] = {
             "workahead_seconds": {"type": "number"},
             "horizon_seconds": {"type": "number"},
             "stream_url": {"type": "string"},
+            "instance": {
+                "type": "string",
+                "description": "The instance that runs the channel ([cluster]); the state and"
+                " process are this instance's, so ask that one for them.",
+            },
         },
     },
     "Probe": {
@@ -331,6 +362,56 @@ PATHS: dict[str, Schema] = {
         },
         parameters=[CHANNEL_NUMBER],
     ),
+    "/stream/{number}/index.m3u8": get(
+        "HLS multivariant playlist of the channel: one variant (BANDWIDTH, RESOLUTION,"
+        " CODECS, FRAME-RATE) whose URI carries a new session token. Starts an on-demand"
+        " channel and waits for its first segment (up to `[stream] start_timeout`).",
+        {
+            "200": text("Multivariant playlist (never cached)", HLS_PLAYLIST),
+            "404": error("No such channel."),
+            "503": HLS_UNAVAILABLE,
+        },
+        parameters=[CHANNEL_NUMBER],
+    ),
+    "/stream/{number}.m3u8": get(
+        "HLS live media playlist of the channel (RFC 8216). Each request keeps the"
+        " session alive (an HLS viewer); starts an on-demand channel and waits for its first"
+        " segment. `If-None-Match` with the last ETag answers 304 when nothing changed.",
+        {
+            "200": text("Media playlist", HLS_PLAYLIST),
+            "304": {"description": "Not modified (the ETag matched)."},
+            "400": error("invalid_session: the session token is malformed."),
+            "404": error("No such channel."),
+            "503": HLS_UNAVAILABLE,
+        },
+        parameters=[
+            CHANNEL_NUMBER,
+            query(
+                "session",
+                {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
+                "Session token from the multivariant playlist; without one, the client's"
+                " address and User-Agent name the session.",
+            ),
+        ],
+    ),
+    "/stream/{number}/{name}.ts": get(
+        "One HLS segment (MPEG-TS, from memory); its URL never changes meaning.",
+        {
+            "200": {
+                "description": "MPEG-TS segment (cacheable, immutable)",
+                **content({"type": "string", "format": "binary"}, "video/mp2t"),
+            },
+            "404": error("No such channel, or segment_not_found: it is no longer held."),
+        },
+        parameters=[
+            CHANNEL_NUMBER,
+            path_param(
+                "name",
+                {"type": "string", "pattern": "^[0-9a-f]{1,32}-[0-9]{1,18}$"},
+                "Run id and media sequence number, as the media playlist lists them.",
+            ),
+        ],
+    ),
     "/iptv/channels.m3u": get(
         "M3U playlist of every channel.", {"200": text("Playlist", "audio/x-mpegurl")}
     ),
@@ -427,6 +508,30 @@ PATHS: dict[str, Schema] = {
             },
         }
     },
+    "/api/cluster": get(
+        "The members of [cluster], which are live, and the channels each runs.",
+        {"200": {"description": "Members", **content(ref("Cluster"))}},
+    ),
+    "/api/cluster/owner": get(
+        "The instance that runs a path's channel (the front door's lookup): 204, owner in"
+        " the X-Exstream-Owner (name) and X-Exstream-Owner-Address (host:port) headers.",
+        {
+            "204": {
+                "description": "Owner found",
+                "headers": {
+                    "X-Exstream-Owner": {"schema": {"type": "string"}},
+                    "X-Exstream-Owner-Address": {"schema": {"type": "string"}},
+                },
+            },
+            "400": error("not_a_channel_path: the path is not /stream/N... or /api/channels/N."),
+        },
+        parameters=[
+            query("path", {"type": "string"}, "A request path; X-Original-URI wins."),
+            parameter(
+                "X-Original-URI", "header", {"type": "string"}, "A request path (nginx sends it)."
+            ),
+        ],
+    ),
     "/healthz": get(
         "Liveness: the process answers.",
         {"200": {"description": "Alive", **content(ref("Probe"))}},

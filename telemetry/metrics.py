@@ -48,6 +48,9 @@ STORES = ("logs", "probe_cache")
 ITEM_SKIP_REASONS = ("failed", "no_output", "ended_early")
 FILLER_REASONS = ("no_content", "skipped", "starved")
 DISCOVERY_OUTCOMES = ("answered", "other_device", "unreachable", "malformed", "dropped")
+HLS_REQUEST_KINDS = ("playlist", "multivariant", "segment")
+HLS_REQUEST_OUTCOMES = ("ok", "not_modified", "not_found", "refused")
+BUILD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -97,6 +100,37 @@ class Metrics:
             "exstream_viewer_drops_total",
             "Viewers disconnected by the server, by reason (slow, send_timeout).",
             ["channel", "reason"],
+            registry=r,
+        )
+        # HLS: segments cut from the channels' streams.
+        self.hls_viewers = Gauge(
+            "exstream_hls_viewers",
+            "HLS sessions watching the channel (also counted in exstream_channel_viewers).",
+            ["channel"],
+            registry=r,
+        )
+        self.hls_requests = Counter(
+            "exstream_hls_requests_total",
+            "HLS requests by kind (playlist, multivariant, segment) and outcome.",
+            ["channel", "kind", "outcome"],
+            registry=r,
+        )
+        self.hls_segment_build = Histogram(
+            "exstream_hls_segment_build_seconds",
+            "Processing time spent cutting one HLS segment out of a channel's stream.",
+            buckets=BUILD_BUCKETS,
+            registry=r,
+        )
+        self.hls_segments = Gauge(
+            "exstream_hls_segments",
+            "HLS segments held in memory: listed, or left the playlist and still fetchable.",
+            ["channel"],
+            registry=r,
+        )
+        self.hls_segment_bytes = Gauge(
+            "exstream_hls_segment_bytes",
+            "Bytes of the HLS segments held in memory.",
+            ["channel"],
             registry=r,
         )
         # HTTP.
@@ -289,6 +323,25 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # Instances sharing one configuration (docs/scaling.md).
+        self.instance_info = Gauge(
+            "exstream_instance_info",
+            "Always 1; the member label is this instance's name in [cluster] (else the host name).",
+            ["member"],
+            registry=r,
+        )
+        self.channel_owned = Gauge(
+            "exstream_channel_owned",
+            "1 while this instance is the one that runs the channel, else 0.",
+            ["channel"],
+            registry=r,
+        )
+        self.cluster_peer_up = Gauge(
+            "exstream_cluster_peer_up",
+            "1 while a peer instance answers its /readyz, 0 once it counts as down.",
+            ["peer"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "exstream_build_info",
             "Always 1; labels carry the version and the Python version.",
@@ -321,6 +374,12 @@ class Metrics:
         self.set_channel_state(channel, "stopped")
         self.channel_up.labels(channel=channel).set(0)
         self.channel_viewers.labels(channel=channel).set(0)
+        self.hls_viewers.labels(channel=channel).set(0)
+        self.hls_segments.labels(channel=channel).set(0)
+        self.hls_segment_bytes.labels(channel=channel).set(0)
+        for kind in HLS_REQUEST_KINDS:
+            for outcome in HLS_REQUEST_OUTCOMES:
+                self.hls_requests.labels(channel=channel, kind=kind, outcome=outcome)
         # Nothing is scheduled until the first rebuild, which start-up runs.
         self.playout_horizon.labels(channel=channel).set(0)
         self.media_items.labels(channel=channel).set(0)

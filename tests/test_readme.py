@@ -23,6 +23,7 @@ SECTIONS: dict[str, type[Any]] = {
     "pool": config.PoolSettings,
     "guide": config.GuideSettings,
     "hdhomerun": config.HdhomerunSettings,
+    "hls": config.HlsSettings,
 }
 
 

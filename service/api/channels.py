@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.api.cluster import membership_of
 from service.channels import Channel, ChannelView
 from service.exposure import file_name, shows_paths, without_directories
 from service.types import app_state
@@ -98,17 +99,25 @@ async def list_channels(request: Request) -> JSONResponse:
     now = state.channels.wall()
     url = base_url(request)
     paths = shows_paths(state.settings.server, request.headers.get("authorization"))
+    owner = membership_of(request).owner
     channels = state.channels.channels.values()
-    return JSONResponse({"channels": [channel_status(c, url, now, paths=paths) for c in channels]})
+    return JSONResponse(
+        {
+            "channels": [
+                {**channel_status(c, url, now, paths=paths), "instance": owner(c.number).name}
+                for c in channels
+            ]
+        }
+    )
 
 
 async def get_channel(request: Request) -> JSONResponse:
     state = app_state(request)
     channel = state.channels.get(request.path_params["number"])
     paths = shows_paths(state.settings.server, request.headers.get("authorization"))
-    return JSONResponse(
-        channel_status(channel, base_url(request), state.channels.wall(), paths=paths)
-    )
+    status = channel_status(channel, base_url(request), state.channels.wall(), paths=paths)
+    status["instance"] = membership_of(request).owner(channel.number).name
+    return JSONResponse(status)
 
 
 async def restart_channel(request: Request) -> JSONResponse:

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.api.channels import base_url
+from service.cluster import xmltv_instance
 from service.config import ChannelConfig
 from service.errors import ExstreamError
 from service.media import MediaItem
 from service.metadata import clean
 from service.types import AppState, app_state
-from service.xmltv import Listing, channel_id, instance_id, render
+from service.xmltv import Listing, channel_id, render
 
 RENDER_TTL = 60.0
 RENDER_TIMEOUT = 30.0
@@ -102,7 +103,7 @@ def playlist(configs: Iterable[ChannelConfig], url: str, instance: str) -> str:
 async def m3u(request: Request) -> Response:
     state = app_state(request)
     configs = [c.config for c in state.channels.channels.values()]
-    body = playlist(configs, base_url(request), instance_id(state.settings))
+    body = playlist(configs, base_url(request), xmltv_instance(state.settings))
     return Response(body, media_type="audio/x-mpegurl")
 
 
@@ -156,7 +157,7 @@ class GuideCache:
                 settings = state.settings
                 start = state.channels.wall()
                 end = start + settings.guide.hours * 3600
-                instance = instance_id(settings)
+                instance = xmltv_instance(settings)
                 # Read on the loop, which owns the playouts; written out in a thread.
                 listings = [
                     Listing(

@@ -31,6 +31,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "style-src 'self'",
         "img-src 'self' data: http: https:",  # channel logos are wherever the config says
         "connect-src 'self'",
+        "media-src 'self' blob:",  # the preview: HLS natively, or hls.js's MediaSource
         "form-action 'self'",
         "base-uri 'none'",
         "frame-ancestors 'none'",

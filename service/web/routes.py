@@ -13,7 +13,7 @@ ROUTES = [
     Route("/logs", pages.logs_page, methods=["GET"]),
     Route("/channels/{number:int}", pages.channel_page, methods=["GET"]),
     Route("/channels/{number}", pages.no_channel_page, methods=["GET"]),
-    Route("/static/{name}", static.static, methods=["GET"]),
+    Route("/static/{name:path}", static.static, methods=["GET"]),
     Route("/api/history", data.history, methods=["GET"]),
     Route("/api/channels/{number:int}/schedule", data.schedule, methods=["GET"]),
 ]

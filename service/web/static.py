@@ -32,12 +32,14 @@ class StaticFile:
 @functools.cache
 def files() -> dict[str, StaticFile]:
     found = {}
-    for path in sorted(DIRECTORY.iterdir()):
+    # Third-party files, as published, are kept apart under vendor/.
+    paths = [*sorted(DIRECTORY.iterdir()), *sorted((DIRECTORY / "vendor").iterdir())]
+    for path in paths:
         media_type = MEDIA_TYPES.get(path.suffix)
         if media_type is not None and path.is_file():
             body = path.read_bytes()
             digest = hashlib.sha256(body).hexdigest()[:16]
-            found[path.name] = StaticFile(body, media_type, digest)
+            found[path.relative_to(DIRECTORY).as_posix()] = StaticFile(body, media_type, digest)
     return found
 
 

@@ -319,7 +319,7 @@ mode = "sometimes"
     problems = problems_of(path, {"EXSTREAM_PORT": "x"})
     assert problems == [
         "unknown: unknown section (known: server, ffmpeg, playout, stream, health, pool, logs,"
-        " guide, hdhomerun, channels)",
+        " guide, hdhomerun, cluster, hls, channels)",
         "server.port: expected an integer, got a string",
         "health.stall_timeout: must be greater than 0",
         "EXSTREAM_PORT: expected an integer, got 'x'",

@@ -118,8 +118,9 @@ def test_a_real_prometheus_sees_the_whole_catalogue_with_exemplars(
     catalogue = catalogue_metrics()
     expected = {m.name for m in catalogue}
     always = {m.name for m in catalogue if m.series == "start"}
-    # After traffic, only the log ids metric (another feature's errors) may be missing.
-    wanted = expected - {"exstream_logs_invalid_id_total"}
+    # After traffic, only the log ids metric (another feature's errors) may be missing, and
+    # the peers' gauge, which only members of a cluster export (tests/e2e/test_cluster.py).
+    wanted = expected - {"exstream_logs_invalid_id_total", "exstream_cluster_peer_up"}
 
     def scraped() -> set[str] | None:
         names = set(query(prometheus, "/api/v1/label/__name__/values"))

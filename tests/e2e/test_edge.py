@@ -1,0 +1,134 @@
+"""deploy/nginx/edge.conf in front of a real server: HLS through a real nginx edge cache
+plays, and hundreds of players cost the origin about one fetch per segment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import resource
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.library import KINDS, make_media
+from tests.harness import nginx
+from tests.harness.config import write_config
+from tests.harness.network import free_port
+from tests.harness.server import Server, run_server
+from tests.polling import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+EDGE = ROOT / "deploy" / "nginx" / "edge.conf"
+PLAYERS = 500
+TARGET = "#EXT-X-TARGETDURATION:"
+WATCH_SECONDS = 14.0
+ARRIVALS = 4.0  # seconds over which the players arrive
+
+
+def edge_site(directory: Path, port: int, origin: int) -> Path:
+    """deploy/nginx/edge.conf with loopback addresses and a cache in `directory`."""
+    text = EDGE.read_text(encoding="utf-8")
+    for pattern, replacement in (
+        (
+            r"proxy_cache_path /var/cache/nginx/exstream ",
+            f"proxy_cache_path {directory / 'cache'} ",
+        ),
+        (r"server exstream:8410;", f"server 127.0.0.1:{origin};"),
+        (r"listen 8080;", f"listen 127.0.0.1:{port};"),
+    ):
+        text, found = re.subn(re.escape(pattern) if "/" in pattern else pattern, replacement, text)
+        assert found == 1, pattern
+    site = directory / "edge.conf"
+    site.write_text(text, encoding="utf-8")
+    return site
+
+
+@pytest.fixture(scope="module")
+def origin_and_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    root = tmp_path_factory.mktemp("edge")
+    media = root / "media"
+    media.mkdir()
+    make_media(KINDS[0], media, 20.0)
+    config = write_config(
+        root,
+        [{"number": 1, "name": "Edge", "media": [str(media)], "mode": "always_on"}],
+        ffmpeg={"width": 320, "height": 180, "video_bitrate": 100_000, "gop_seconds": 1.0},
+    )
+    directory = root / "nginx"
+    directory.mkdir()
+    port = free_port()
+    edge = f"http://127.0.0.1:{port}"
+    with run_server(config) as server:
+        site = edge_site(directory, port, server.port)
+        with nginx.running(directory, site, ready_url=f"{edge}/healthz"):
+            wait_for(lambda: server.get("/stream/1.m3u8").status_code == 200, 60, "a playlist")
+            yield server, edge
+
+
+def segments_fetched(server: Server) -> float:
+    return server.metric("exstream_hls_requests_total", kind="segment", outcome="ok")
+
+
+def test_hls_plays_through_the_edge(origin_and_edge: tuple[Server, str]) -> None:
+    _, edge = origin_and_edge
+    run = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", f"{edge}/stream/1.m3u8", "-t", "10",
+         "-f", "null", "-"],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+async def player(client: httpx.AsyncClient, seen: set[str], start: float, until: float) -> int:
+    """A live player: reload the playlist once a target duration (RFC 8216 6.3.4), fetch
+    each new segment once, from the newest on; the number of segments it fetched."""
+    fetched: set[str] = set()
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(start)  # players arrive over a few seconds, not all at once
+    while loop.time() < until:
+        response = await client.get("/stream/1.m3u8")
+        assert response.status_code == 200, response.text
+        lines = response.text.splitlines()
+        uris = [line for line in lines if line and not line.startswith("#")]
+        target = next(int(line.split(":")[1]) for line in lines if line.startswith(TARGET))
+        for uri in uris[-1:] if not fetched else uris:
+            if uri in fetched:
+                continue
+            got = await client.get(f"/stream/{uri}")
+            assert got.status_code == 200, (uri, got.status_code)
+            assert got.content[:1] == b"\x47"
+            fetched.add(uri)
+            seen.add(uri)
+        await asyncio.sleep(target)
+    return len(fetched)
+
+
+def test_hundreds_of_players_cost_the_origin_one_fetch_per_segment(
+    origin_and_edge: tuple[Server, str],
+) -> None:
+    server, edge = origin_and_edge
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    before = segments_fetched(server)
+    seen: set[str] = set()
+
+    async def watch() -> list[int]:
+        limits = httpx.Limits(max_connections=PLAYERS + 10, max_keepalive_connections=PLAYERS)
+        async with httpx.AsyncClient(base_url=edge, limits=limits, timeout=30) as client:
+            until = asyncio.get_running_loop().time() + WATCH_SECONDS
+            return await asyncio.gather(
+                *(player(client, seen, i * ARRIVALS / PLAYERS, until) for i in range(PLAYERS))
+            )
+
+    fetched = asyncio.run(watch())
+    origin = segments_fetched(server) - before
+    print(f"{PLAYERS} players fetched {sum(fetched)} segments ({len(seen)} distinct) through "
+          f"the edge; the origin served {origin:g}")  # fmt: skip
+    # Every player got segments, most of them several (a busy machine starves a few).
+    assert min(fetched) >= 1 and sum(fetched) >= 2 * PLAYERS, fetched
+    assert 1 <= origin <= len(seen) + 2, (origin, len(seen))
