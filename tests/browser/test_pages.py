@@ -14,8 +14,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from tests.browser.conftest import Browser, BrowserFactory, axe_violations, console_errors
-from tests.harness.config import ALWAYS_ON, FAST_HEALTH
-from tests.harness.server import Server, run_server
+from tests.harness.config import ALWAYS_ON, FAST_HEALTH, port_of
+from tests.harness.network import free_port
+from tests.harness.server import Server, run_cli, run_server
 from tests.harness.standin import stand_in_channels
 from tests.htmlpage import parse
 from tests.polling import wait_for
@@ -199,3 +200,26 @@ def test_a_restart_shows_live_on_the_status_and_channel_pages(
     wait_for(lambda: int(field(channel, "restarts")) > before, 10, "the channel page's count")
     assert console_errors(status) == []
     assert console_errors(channel) == []
+
+
+def test_the_demo_as_make_run_serves_it(tmp_path: Path, browser: BrowserFactory) -> None:
+    """`exstream demo` (what `make run` serves): every channel with its state and what it
+    plays, with real ffmpeg, and nothing on the console."""
+    port = free_port()
+    written = run_cli("demo", str(tmp_path), "--port", str(port), timeout=180)
+    assert written.returncode == 0, written.stderr
+    config = tmp_path / "channels.toml"
+    assert port_of(config) == port
+    with run_server(config, cwd=tmp_path) as server:
+        numbers = [c["number"] for c in server.get("/api/channels").json()["channels"]]
+        wait_for(lambda: server.channel(numbers[0])["state"] == "running", 60, "the demo")
+        driver = browser()
+        driver.get(server.base_url + "/")
+        for number in numbers:
+            title = now_title(server, number)
+            if title is None:  # the demo's empty channel: a state, and nothing on now
+                assert field(row(driver, number), "state") in ("slate", "stopped"), number
+            else:
+                follows_the_api(driver, server, number)
+        assert now_title(server, numbers[0]), "the always-on channel plays something"
+        assert console_errors(driver) == []
