@@ -58,6 +58,7 @@ stack: setup
 
 bench: setup
 	$(BIN)/python -m bench.fanout --viewers 200,500 --seconds 5 --rounds 1
+	$(BIN)/python -m bench.hls --clients 50,100 --seconds 10
 	$(BIN)/python -m bench.coldstart --runs 5
 	$(BIN)/python -m bench.storm --channels 50
 	$(BIN)/python -m bench.continuity --minutes 2

@@ -69,6 +69,12 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
+def busy_seconds() -> float:
+    """CPU time every process on the machine has used (idle and I/O wait excluded)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile, q in [0, 100]; nan for no values."""
     if not values:

@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import psutil
-
 from bench._common import (
     ROOT,
     bench_parser,
+    busy_seconds,
     cpu_seconds,
     make_ts_clip,
     percentile,
@@ -195,11 +194,6 @@ async def wait_answered(viewers: Sequence[Viewer], timeout: float) -> None:
                 await viewer.answered.wait()
 
 
-def _busy_seconds() -> float:
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
 async def _load(
     port: int, viewers: int, warmup: float, seconds: float, probes: int, server_pid: int
 ) -> LevelResult:
@@ -220,7 +214,7 @@ async def _load(
         await asyncio.sleep(warmup)
         before = [v.body for v in opened]
         cpu_before, own_before = cpu_seconds(server_pid), time.process_time()
-        machine_before = _busy_seconds()
+        machine_before = busy_seconds()
         started = time.monotonic()
         probe_ttfb: list[float] = []
         for i in range(probes):
@@ -235,7 +229,7 @@ async def _load(
         elapsed = time.monotonic() - started
         cpu = (cpu_seconds(server_pid) - cpu_before) / elapsed
         own = (time.process_time() - own_before) / elapsed
-        machine = (_busy_seconds() - machine_before) / elapsed
+        machine = (busy_seconds() - machine_before) / elapsed
         rates = [(v.body - b) * 8 / elapsed / 1e6 for v, b in zip(opened, before, strict=True)]
         lost = sum(v.lost or not v.status_ok for v in opened)
         return LevelResult(viewers, len(opened), rates, lost, cpu, own, ramp, probe_ttfb, machine)

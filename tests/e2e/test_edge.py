@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import resource
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,34 +15,14 @@ import pytest
 from tests.e2e.library import KINDS, make_media
 from tests.harness import nginx
 from tests.harness.config import write_config
+from tests.harness.hlsplayer import edge_site, player
 from tests.harness.network import free_port
 from tests.harness.server import Server, run_server
 from tests.polling import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-EDGE = ROOT / "deploy" / "nginx" / "edge.conf"
 PLAYERS = 500
-TARGET = "#EXT-X-TARGETDURATION:"
 WATCH_SECONDS = 14.0
 ARRIVALS = 4.0  # seconds over which the players arrive
-
-
-def edge_site(directory: Path, port: int, origin: int) -> Path:
-    """deploy/nginx/edge.conf with loopback addresses and a cache in `directory`."""
-    text = EDGE.read_text(encoding="utf-8")
-    for pattern, replacement in (
-        (
-            r"proxy_cache_path /var/cache/nginx/exstream ",
-            f"proxy_cache_path {directory / 'cache'} ",
-        ),
-        (r"server exstream:8410;", f"server 127.0.0.1:{origin};"),
-        (r"listen 8080;", f"listen 127.0.0.1:{port};"),
-    ):
-        text, found = re.subn(re.escape(pattern) if "/" in pattern else pattern, replacement, text)
-        assert found == 1, pattern
-    site = directory / "edge.conf"
-    site.write_text(text, encoding="utf-8")
-    return site
 
 
 @pytest.fixture(scope="module")
@@ -81,30 +59,6 @@ def test_hls_plays_through_the_edge(origin_and_edge: tuple[Server, str]) -> None
         capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
     assert run.returncode == 0 and run.stderr == "", run.stderr
-
-
-async def player(client: httpx.AsyncClient, seen: set[str], start: float, until: float) -> int:
-    """A live player: reload the playlist once a target duration (RFC 8216 6.3.4), fetch
-    each new segment once, from the newest on; the number of segments it fetched."""
-    fetched: set[str] = set()
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep(start)  # players arrive over a few seconds, not all at once
-    while loop.time() < until:
-        response = await client.get("/stream/1.m3u8")
-        assert response.status_code == 200, response.text
-        lines = response.text.splitlines()
-        uris = [line for line in lines if line and not line.startswith("#")]
-        target = next(int(line.split(":")[1]) for line in lines if line.startswith(TARGET))
-        for uri in uris[-1:] if not fetched else uris:
-            if uri in fetched:
-                continue
-            got = await client.get(f"/stream/{uri}")
-            assert got.status_code == 200, (uri, got.status_code)
-            assert got.content[:1] == b"\x47"
-            fetched.add(uri)
-            seen.add(uri)
-        await asyncio.sleep(target)
-    return len(fetched)
 
 
 def test_hundreds_of_players_cost_the_origin_one_fetch_per_segment(

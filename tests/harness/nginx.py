@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,13 +44,13 @@ def main_config(directory: Path, site: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running(directory: Path, site: Path, ready_url: str) -> Iterator[None]:
-    """nginx with `site` until the block ends, once `ready_url` answers 200."""
+def running(directory: Path, site: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """nginx with `site` until the block ends, once `ready_url` answers 200: its master."""
     if not Path(NGINX).exists():
         pytest.fail("nginx is not installed (make setup installs it)")
     main = main_config(directory, site)
     argv = [NGINX, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(main)]
     with processes.running(
         [*argv, "-g", "daemon off;"], directory / "nginx.log", ready_url=ready_url
-    ):
-        yield
+    ) as master:
+        yield master
