@@ -433,6 +433,39 @@ def channels() -> dict[str, Any]:
                 (f"exstream_media_items{{{CH}}}", "{{channel}}"),
                 (f"sum by (reason) (increase(exstream_media_skipped_total{rate}))", "skipped"),
             ),
+            timeseries(
+                "HLS viewers and requests",
+                "short",
+                (f"exstream_hls_viewers{{{CH}}}", "{{channel}} viewers"),
+                (
+                    "sum by (channel, kind, outcome) "
+                    f"(rate(exstream_hls_requests_total{{{CH}}}{rate}))",
+                    "{{channel}} {{kind}} {{outcome}}",
+                ),
+                description="HLS sessions (players that keep reloading the playlist; also "
+                "counted in Viewers), and playlist, multivariant and segment requests per "
+                "second by outcome: segment not_found while viewers stay means segments "
+                "left the origin while players still asked for them.",
+                defaults={"min": 0},
+            ),
+            timeseries(
+                "HLS segments in memory",
+                "bytes",
+                (f"exstream_hls_segment_bytes{{{CH}}}", "{{channel}} bytes"),
+                description="Bytes of HLS segments each channel holds: the playlist's "
+                "window and the segments that just left it, while it has HLS viewers.",
+                defaults={"min": 0},
+            ),
+            timeseries(
+                "Cluster: where channels run",
+                "short",
+                (f"exstream_channel_owned{{{CH}}}", "{{channel}} on {{instance}}"),
+                description="1 where an instance runs the channel: a single server runs "
+                "every channel; in a cluster exactly one member runs each (see "
+                "ExstreamChannelUnowned and ExstreamChannelOwnedTwice; each member's view of "
+                "its peers is exstream_cluster_peer_up, ExstreamPeerDown).",
+                defaults={"min": 0},
+            ),
         ],
         variables=[workahead_variable()],
     )
