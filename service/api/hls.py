@@ -7,6 +7,8 @@
   The body is the same for every session: caches may share it for half a target duration.
 - `GET /stream/{number}/{run}-{sequence}.ts`: a segment from memory; its URL never
   changes meaning, so it is cacheable as immutable.
+
+`HEAD` of a playlist answers its headers and starts nothing (no session, no channel).
 """
 
 from __future__ import annotations
@@ -54,7 +56,15 @@ def _count(request: Request, kind: str, outcome: str) -> None:
     hls.metrics.hls_requests.labels(channel=channel, kind=kind, outcome=outcome).inc()
 
 
+def _head(request: Request) -> Response:
+    """HEAD of a playlist: the headers GET would have, and no session, start or wait."""
+    hls_of(request).check(request.path_params["number"])
+    return Response(headers={"Cache-Control": "no-cache"}, media_type=PLAYLIST_TYPE)
+
+
 async def media_playlist(request: Request) -> Response:
+    if request.method == "HEAD":
+        return _head(request)
     number: int = request.path_params["number"]
     hls = hls_of(request)
     try:
@@ -76,6 +86,8 @@ async def media_playlist(request: Request) -> Response:
 
 
 async def multivariant_playlist(request: Request) -> Response:
+    if request.method == "HEAD":
+        return _head(request)
     number: int = request.path_params["number"]
     hls = hls_of(request)
     session = hls.new_session()

@@ -56,6 +56,14 @@ class HlsService:
     def new_session(self) -> str:
         return secrets.token_urlsafe(16)
 
+    def check(self, number: int) -> None:
+        """The refusals a playlist request would get, without starting anything (HEAD)."""
+        channel = self.registry.get(number)
+        if self.registry.closing:
+            raise ServiceStopping()
+        if (failure := channel.failure_now()) is not None:
+            raise HlsUnavailable(number, failure, self.target)
+
     async def watch(self, number: int, session: str) -> HlsFeed:
         """A playlist request of `session`: the channel's feed once it lists a segment."""
         channel = self.registry.get(number)

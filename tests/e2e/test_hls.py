@@ -194,6 +194,14 @@ def test_unknown_segment_is_404_json(server: Server) -> None:
 def test_on_demand_channel_lives_while_polled_and_restarts_after_idle(server: Server) -> None:
     assert server.channel(2)["state"] == "stopped"
     with server.client(timeout=30) as client:
+        # HEAD answers the headers and starts nothing (players and proxies probe with it).
+        for path in ("/stream/2.m3u8", "/stream/2/index.m3u8"):
+            head = client.head(path)
+            assert head.status_code == 200, path
+            assert head.headers["content-type"] == "application/vnd.apple.mpegurl"
+        assert client.head("/stream/9.m3u8").status_code == 404
+        channel = server.channel(2)
+        assert (channel["state"], channel["viewers"]) == ("stopped", 0)
         variant = client.get("/stream/2/index.m3u8")
         assert variant.status_code == 200, variant.text
         media = "/stream/" + variant.text.strip().splitlines()[-1].removeprefix("../")
