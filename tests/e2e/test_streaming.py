@@ -185,7 +185,16 @@ def test_m3u_lists_every_channel_and_every_url_plays(server: Server) -> None:
 
 def plays(url: str) -> set[str]:
     """The codecs ffprobe finds in the stream at `url`, as a player opens it."""
-    result = ffprobe_url(url, "-show_streams", "-probesize", "400000", "-rw_timeout", "20000000")
+    result = ffprobe_url(
+        url,
+        "-show_streams",
+        "-probesize",
+        "64000",
+        "-analyzeduration",
+        "500000",
+        "-rw_timeout",
+        "20000000",
+    )
     streams = result.get("streams")
     assert isinstance(streams, list)
     return {str(stream["codec_name"]) for stream in streams}
