@@ -45,10 +45,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench._common import bench_parser, busy_seconds, cpu_seconds, make_ts_clip, raise_fd_limit
 from bench._common import wait_for as bench_wait_for
 from bench.fanout import LevelResult, run_loadgen
-from tests.harness import nginx
 from tests.harness.config import write_config
-from tests.harness.hlsplayer import edge_site, player
-from tests.harness.network import free_port
+from tests.harness.hlsplayer import edge_in_front, player
 from tests.harness.server import Server, run_server
 
 PLAYLIST = "/stream/1.m3u8"
@@ -183,15 +181,12 @@ def origin_and_edge(root: Path, mbits: float) -> Iterator[tuple[Server, str, int
         [{"number": 1, "name": "Bench", "media": [str(media)], "mode": "always_on"}],
         ffmpeg={"width": 640, "height": 360, "video_bitrate": int(mbits * 1e6)},
     )
-    directory = root / "nginx"
-    directory.mkdir()
-    port = free_port()
-    edge = f"http://127.0.0.1:{port}"
-    with run_server(config, log_level="INFO", stop_timeout=30) as server:
-        site = edge_site(directory, port, server.port)
-        with nginx.running(directory, site, ready_url=f"{edge}/healthz") as master:
-            bench_wait_for(lambda: server.get(PLAYLIST).status_code == 200, 60, "a playlist")
-            yield server, edge, master.pid
+    with (
+        run_server(config, log_level="INFO", stop_timeout=30) as server,
+        edge_in_front(server, root / "nginx") as (edge, master),
+    ):
+        bench_wait_for(lambda: server.get(PLAYLIST).status_code == 200, 60, "a playlist")
+        yield server, edge, master.pid
 
 
 def mean_segment_seconds(server: Server) -> float:

@@ -13,10 +13,8 @@ import httpx
 import pytest
 
 from tests.e2e.library import KINDS, make_media
-from tests.harness import nginx
 from tests.harness.config import write_config
-from tests.harness.hlsplayer import edge_site, player
-from tests.harness.network import free_port
+from tests.harness.hlsplayer import edge_in_front, player
 from tests.harness.server import Server, run_server
 from tests.polling import wait_for
 
@@ -36,15 +34,9 @@ def origin_and_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         [{"number": 1, "name": "Edge", "media": [str(media)], "mode": "always_on"}],
         ffmpeg={"width": 320, "height": 180, "video_bitrate": 100_000, "gop_seconds": 1.0},
     )
-    directory = root / "nginx"
-    directory.mkdir()
-    port = free_port()
-    edge = f"http://127.0.0.1:{port}"
-    with run_server(config) as server:
-        site = edge_site(directory, port, server.port)
-        with nginx.running(directory, site, ready_url=f"{edge}/healthz"):
-            wait_for(lambda: server.get("/stream/1.m3u8").status_code == 200, 60, "a playlist")
-            yield server, edge
+    with run_server(config) as server, edge_in_front(server, root / "nginx") as (edge, _):
+        wait_for(lambda: server.get("/stream/1.m3u8").status_code == 200, 60, "a playlist")
+        yield server, edge
 
 
 def segments_fetched(server: Server) -> float:

@@ -4,10 +4,17 @@ loopback addresses, and a live player that fetches what a real one would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+from tests.harness import nginx
+from tests.harness.network import free_port
+from tests.harness.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "deploy" / "nginx" / "edge.conf"
@@ -30,6 +37,18 @@ def edge_site(directory: Path, port: int, origin: int) -> Path:
     site = directory / "edge.conf"
     site.write_text(text, encoding="utf-8")
     return site
+
+
+@contextlib.contextmanager
+def edge_in_front(origin: Server, directory: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """deploy/nginx/edge.conf in front of `origin`, its files in `directory`: (the
+    edge's URL, nginx's master process) until the block ends."""
+    directory.mkdir()
+    port = free_port()
+    edge = f"http://127.0.0.1:{port}"
+    site = edge_site(directory, port, origin.port)
+    with nginx.running(directory, site, ready_url=f"{edge}/healthz") as master:
+        yield edge, master
 
 
 def new_segments(uris: list[str], last: str | None) -> list[str]:
