@@ -66,11 +66,7 @@ class HlsService:
 
     async def watch(self, number: int, session: str) -> HlsFeed:
         """A playlist request of `session`: the channel's feed once it lists a segment."""
-        channel = self.registry.get(number)
-        if self.registry.closing:
-            raise ServiceStopping()
-        if (failure := channel.failure_now()) is not None:
-            raise HlsUnavailable(number, failure, self.target)
+        self.check(number)
         self.sessions.touch(number, session)
         feed = self.feeds[number]
         try:
