@@ -199,6 +199,7 @@ def serve(settings: Settings) -> int:
         host=server_settings.host,
         port=server_settings.port,
         http=protocol_class(guard),
+        proxy_headers=False,  # the app's TrustedProxies reads them, from trusted_proxies only
         log_config=None,
         access_log=server_settings.access_log,
         lifespan="on",

@@ -38,6 +38,7 @@ from service.media import MediaScanner, ProbeCache, log_progress, probe_cache_he
 from service.orphans import marker, reap_orphans
 from service.pool import ProcessFactory, ProcessPool
 from service.process import ManagedProcess
+from service.proxies import TrustedProxies
 from service.ratelimit import TokenBucket
 from service.refusals import TailSlots
 from service.restart import RestartPolicy
@@ -168,10 +169,13 @@ def create_app(
                     await discovery.close()  # sends no client to a service that is stopping
                 await _shutdown(state, tasks, settings.server.graceful_shutdown)
 
-    # Tracing outermost, so request metrics see the server span (exemplars).
-    middleware = [http_tracing(provider)] if is_enabled(provider) else []
-    middleware.append(Middleware(HttpMetricsMiddleware, metrics=metrics))
     server = settings.server
+    # The client a trusted proxy forwards, before anything reads the client; tracing next,
+    # so request metrics see the server span (exemplars).
+    middleware = [Middleware(TrustedProxies, trusted=server.trusted_proxies)]
+    if is_enabled(provider):
+        middleware.append(http_tracing(provider))
+    middleware.append(Middleware(HttpMetricsMiddleware, metrics=metrics))
     middleware.append(Middleware(CrossSiteGuard, metrics=metrics, public_url=server.public_url))
     if server.api_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=server.api_token))

@@ -43,6 +43,9 @@ class ServerSettings:
     header_timeout: float = 10.0
     max_log_tails: int = 32
     api_token: str | None = field(default=None, repr=False)
+    # Proxies (edge caches, a cluster's front door) whose X-Forwarded-For/-Proto and
+    # X-Exstream-Owner are believed: addresses or networks.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,10 @@ _CHECKS: dict[str, _Check] = {
         lambda v: _is_ipv4(v),
         "must be an IPv4 address (0.0.0.0: every interface)",
     ),
+    "trusted_proxies": (
+        lambda v: all(_is_network(e) for e in v),
+        "every entry must be an IP address or network, e.g. 127.0.0.1 or 10.0.0.0/8",
+    ),
     "discovery_port": (lambda v: 1 <= v <= 65535, "must be a port number (1-65535)"),
     "instances": (lambda v: 0 <= v <= 1000, "must be between 0 (no cluster) and 1000"),
     "members": (
@@ -420,6 +427,14 @@ def _is_peer_url(text: str) -> bool:
 def _is_ipv4(text: str) -> bool:
     try:
         ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
     except ValueError:
         return False
     return True

@@ -3,8 +3,9 @@
 - `GET /stream/{number}/index.m3u8`: the multivariant playlist; its one variant's URI
   carries a new session token (`../{number}.m3u8?session=...`), so it is never cached.
 - `GET /stream/{number}.m3u8[?session=...]`: the live media playlist; each request
-  keeps the session alive (without a token, the client's address and User-Agent name it).
-  The body is the same for every session: caches may share it for half a target duration.
+  keeps the session alive (without a token, the client's address, as a trusted proxy
+  forwards it, and User-Agent name it). The body is the same for every session: caches
+  may share it for half a target duration.
 - `GET /stream/{number}/{run}-{sequence}.ts`: a segment from memory; its URL never
   changes meaning, so it is cacheable as immutable.
 

@@ -135,7 +135,8 @@ def cluster(tmp_path: Path, stand_in: StandInFactory) -> Iterator[tuple[str, lis
     channels.append({"number": ON_DEMAND, "name": "On demand", "idle_grace": 1.0})
     setup = stand_in(
         channels,
-        server={"public_url": front},
+        # The front door connects from 127.0.0.1; clients below also come from 127.0.0.2.
+        server={"public_url": front, "trusted_proxies": ["127.0.0.1"]},
         cluster={
             "members": list(NAMES),
             "peers": [f"http://127.0.0.1:{p}" for p in ports],
@@ -221,6 +222,14 @@ def test_an_instance_asked_directly_for_another_ones_channel_redirects_to_it(
         == f"{by_name['exstream-1'].server.base_url}/stream/{number}.ts?x=1"
     )
     assert response.json()["error"] == "channel_elsewhere"
+    # A client cannot pass for the front door: its owner header is ignored.
+    forged = {"X-Exstream-Owner": "exstream-0"}
+    url = f"{asked.base_url}/stream/{number}.ts"
+    with (
+        httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as client,
+        client.stream("GET", url, headers=forged, timeout=10) as response,
+    ):
+        assert response.status_code == 302, response.status_code
     with (
         httpx.Client(follow_redirects=True, timeout=10) as client,  # as players do
         client.stream("GET", f"{asked.base_url}/stream/{number}.ts") as stream,

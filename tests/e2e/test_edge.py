@@ -9,7 +9,6 @@ import resource
 import subprocess
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.e2e.library import KINDS, make_media
@@ -64,12 +63,10 @@ def test_hundreds_of_players_cost_the_origin_one_fetch_per_segment(
     seen: set[str] = set()
 
     async def watch() -> list[int]:
-        limits = httpx.Limits(max_connections=PLAYERS + 10, max_keepalive_connections=PLAYERS)
-        async with httpx.AsyncClient(base_url=edge, limits=limits, timeout=30) as client:
-            until = asyncio.get_running_loop().time() + WATCH_SECONDS
-            return await asyncio.gather(
-                *(player(client, seen, i * ARRIVALS / PLAYERS, until) for i in range(PLAYERS))
-            )
+        until = asyncio.get_running_loop().time() + WATCH_SECONDS
+        return await asyncio.gather(
+            *(player(edge, seen, i * ARRIVALS / PLAYERS, until, timeout=30) for i in range(PLAYERS))
+        )
 
     fetched = asyncio.run(watch())
     origin = segments_fetched(server) - before

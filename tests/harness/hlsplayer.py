@@ -1,5 +1,7 @@
 """HLS through deploy/nginx/edge.conf, for tests and benches: the edge's site file with
-loopback addresses, and a live player that fetches what a real one would."""
+loopback addresses, and a live player that fetches what a real one would, cheaply enough
+that hundreds of them fit in one process (one raw keep-alive connection each, segment
+bodies counted, not kept)."""
 
 from __future__ import annotations
 
@@ -9,16 +11,21 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-
-import httpx
+from urllib.parse import urljoin, urlsplit
 
 from tests.harness import nginx
 from tests.harness.network import free_port
+from tests.harness.rawhttp import SCRATCH, Connection, HttpError
 from tests.harness.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "deploy" / "nginx" / "edge.conf"
 TARGET = "#EXT-X-TARGETDURATION:"
+SYNC_BYTE = 0x47
+
+
+class PlayerError(Exception):
+    """A player stopped: what it asked for and what it got."""
 
 
 def edge_site(directory: Path, port: int, origin: int) -> Path:
@@ -61,33 +68,81 @@ def new_segments(uris: list[str], last: str | None) -> list[str]:
     return uris
 
 
+def media_playlist(text: str) -> tuple[float, list[str]]:
+    """A media playlist's target duration and its segments' URIs, in order."""
+    lines = text.splitlines()
+    uris = [line for line in lines if line and not line.startswith("#")]
+    targets = [line[len(TARGET) :] for line in lines if line.startswith(TARGET)]
+    try:
+        target = float(targets[0])
+    except (IndexError, ValueError):
+        raise PlayerError(f"a playlist without a valid {TARGET}: {text[:200]!r}") from None
+    if target <= 0:
+        raise PlayerError(f"a playlist's target duration is {target:g}")
+    return target, uris
+
+
+def segment_path(playlist: str, uri: str) -> str:
+    """The path of a segment's URI, relative to its playlist's path (same server only)."""
+    url = urlsplit(urljoin(playlist, uri))
+    if url.scheme or url.netloc:
+        raise PlayerError(f"a segment on another server: {uri!r}")
+    return url.path + (f"?{url.query}" if url.query else "")
+
+
 async def player(
-    client: httpx.AsyncClient,
+    base: str,
     seen: set[str],
     start: float,
     until: float,
     playlist: str = "/stream/1.m3u8",
+    *,
+    timeout: float = 10.0,
+    scratch: bytearray = SCRATCH,
 ) -> int:
-    """A live player: after `start` s, until the loop's time `until`, reload `playlist` once
-    a target duration (RFC 8216 6.3.4) and fetch each new segment once, from the newest
-    on; adds the segments it fetched to `seen`, and returns how many there were."""
-    fetched = 0
-    last: str | None = None
+    """A live player of `base` (http://HOST:PORT): after `start` s, loads `playlist` and
+    fetches each new segment once, from the newest on, then reloads a target duration after
+    the last load began, half of one if it had nothing new (RFC 8216 6.3.4), while that is
+    before the loop's time `until`. Adds the segments it fetched to `seen` and returns how
+    many there were; raises PlayerError when a request fails (not 200, a body that is not
+    MPEG-TS, a truncated one, no byte for `timeout` s). `scratch` takes every segment's
+    bytes: one per thread."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(start)  # players arrive over a few seconds, not all at once
-    base = playlist.rsplit("/", 1)[0]
-    while loop.time() < until:
-        response = await client.get(playlist)
-        assert response.status_code == 200, response.text
-        lines = response.text.splitlines()
-        uris = [line for line in lines if line and not line.startswith("#")]
-        target = next(int(line.split(":")[1]) for line in lines if line.startswith(TARGET))
-        for uri in new_segments(uris, last):
-            got = await client.get(f"{base}/{uri}")
-            assert got.status_code == 200, (uri, got.status_code)
-            assert got.content[:1] == b"\x47"
-            fetched += 1
-            last = uri
-            seen.add(uri)
-        await asyncio.sleep(target)
+    connection = Connection(base, timeout=timeout, scratch=scratch, user_agent="exstream-player")
+    fetched = 0
+    last: str | None = None
+    try:
+        while (began := loop.time()) < until:
+            target, uris = media_playlist(await _text(connection, playlist))
+            fresh = new_segments(uris, last)
+            for uri in fresh:
+                await _fetch_segment(connection, segment_path(playlist, uri))
+                fetched += 1
+                last = uri
+                seen.add(uri)
+            reload = began + (target if fresh else target / 2)
+            if reload >= until:
+                break
+            await asyncio.sleep(max(0.0, reload - loop.time()))
+    except HttpError as error:
+        raise PlayerError(f"{error} (after {fetched} segments)") from None
+    finally:
+        connection.close()
     return fetched
+
+
+async def _text(connection: Connection, path: str) -> str:
+    reply = await connection.get(path)
+    if reply.status != 200:
+        raise PlayerError(f"GET {path}: {reply.status} {reply.body[:200]!r}")
+    return reply.body.decode("utf-8")
+
+
+async def _fetch_segment(connection: Connection, path: str) -> None:
+    reply = await connection.get(path, keep_body=False)
+    if reply.status != 200:
+        raise PlayerError(f"GET {path}: {reply.status}")
+    if reply.first != SYNC_BYTE:
+        first = "nothing" if reply.first is None else f"0x{reply.first:02x}"
+        raise PlayerError(f"GET {path}: the body starts with {first}, not MPEG-TS's 0x47")

@@ -74,7 +74,7 @@ def test_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
         f"{config}: server.port: must be a port number (0-65535)",
         f"{config}: server.prot: unknown key (known: access_log, data_dir, graceful_shutdown,"
         " header_timeout, host, log_format, log_level, max_connections, max_header_bytes,"
-        " max_log_tails, port, public_url)",
+        " max_log_tails, port, public_url, trusted_proxies)",
         f"{config}: EXSTREAM_PORT: expected an integer, got 'abc'",
         f"{config}: channels[0].media[0]: no such directory 'x'",
         f"{config}: channels[1].mode: expected a string, got int",
