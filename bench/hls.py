@@ -9,7 +9,7 @@ deploy/nginx/edge.conf. For each level N, lowest first, once nobody watches:
 - ts: N viewers of /stream/1.ts straight from exstream (bench.fanout's load generator:
   one raw connection per viewer that counts bytes), measured for `--seconds` s after
   `--warmup` s. Goodput: each viewer's Mbit/s.
-- hls: N players through the edge (tests/harness/hlsplayer.py, the one tests/e2e/test_edge.py
+- hls: N players through the edge (tests/harness/hlsplayer.py, the one tests/e2e/test_hls.py
   runs: one raw keep-alive connection each, the media playlist reloaded once a target
   duration, each new segment fetched once and its bytes counted, not kept), arriving over
   `--arrivals` s, then measured for `--seconds` s. Goodput: seconds of

@@ -1,9 +1,13 @@
-"""End to end: HLS cut from a real channel's stream, read as players read it."""
+"""End to end: HLS cut from a real channel's stream, read as players read it, straight
+from the server and through deploy/nginx/edge.conf in a real nginx."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
+import resource
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +19,7 @@ import pytest
 from service.mpegts import PAT_PID, StartPoint, packets, payload, payload_unit_start, pid
 from tests.e2e.hlsrules import Listed, LivePlaylist
 from tests.harness.config import write_config
+from tests.harness.hlsplayer import edge_in_front, player
 from tests.harness.server import Server, run_server
 from tests.polling import wait_for
 
@@ -26,7 +31,11 @@ WINDOW = 4
 IDLE_GRACE = 1.0
 SESSION_SECONDS = 3 * SEGMENT_SECONDS  # a session that skipped three reloads has left
 CLIP_SECONDS = 3.0  # item changes (new keyframes) fall inside segments
-PLAY_SECONDS = 30
+PLAY_SECONDS = 30  # ffmpeg's playing time, direct and through the edge
+SNAPSHOT_SECONDS = 60  # the playlist's states checked over this time
+PLAYERS = 500  # through the edge, at once
+WATCH_SECONDS = 14.0
+ARRIVALS = 4.0  # seconds over which those players arrive
 # Players reload the playlist on a timer (about once per target duration); this one is
 # keener, to see each state of the window.
 RELOAD = 0.5
@@ -51,6 +60,22 @@ def server(
     with run_server(config) as running:
         wait_for(lambda: running.channel(1)["state"] == "running", 60, "channel 1 running")
         yield running
+
+
+@pytest.fixture(scope="module")
+def edge(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of deploy/nginx/edge.conf in a real nginx in front of the server."""
+    with edge_in_front(server, tmp_path_factory.mktemp("edge") / "nginx") as (url, _):
+        yield url
+
+
+def play(url: str) -> subprocess.Popen[str]:
+    """ffmpeg playing `url` for PLAY_SECONDS, its errors (only) on stderr."""
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-t", str(PLAY_SECONDS),
+         "-f", "null", "-"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
 def video_packets(path: Path) -> list[tuple[int, str]]:
@@ -132,14 +157,15 @@ class SegmentCheck:
             problem(f"{uri}: starts at PTS {first}, the segment before ended at {before[2]}")
 
 
-def test_live_playlist_and_segments_follow_the_rules(server: Server, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{server.port}/stream/1.m3u8"
-    # A player reading the playlist the whole time, beside the snapshots below.
-    player = subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-t", str(PLAY_SECONDS),
-         "-f", "null", "-"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+def test_live_playlist_and_segments_follow_the_rules(
+    server: Server, edge: str, tmp_path: Path
+) -> None:
+    # Two players the whole time (straight from the server, and through the edge), beside
+    # the snapshots below.
+    players = {
+        "direct": play(f"http://127.0.0.1:{server.port}/stream/1.m3u8"),
+        "edge": play(f"{edge}/stream/1.m3u8"),
+    }
     rules = LivePlaylist(WINDOW)
     try:
         with server.client(timeout=30) as client:
@@ -154,8 +180,8 @@ def test_live_playlist_and_segments_follow_the_rules(server: Server, tmp_path: P
             assert "RESOLUTION=320x240" in match[1] and "FRAME-RATE=25.000" in match[1]
             assert re.search(r"BANDWIDTH=[1-9][0-9]*", match[1])
             media = match[2].removeprefix("../")  # relative to /stream/1/
-            deadline = time.monotonic() + PLAY_SECONDS + 5
-            while player.poll() is None and time.monotonic() < deadline:
+            deadline = time.monotonic() + SNAPSHOT_SECONDS
+            while time.monotonic() < deadline:
                 response = client.get(f"/stream/{media}")
                 assert response.status_code == 200, response.text
                 assert response.headers["content-type"] == "application/vnd.apple.mpegurl"
@@ -169,18 +195,49 @@ def test_live_playlist_and_segments_follow_the_rules(server: Server, tmp_path: P
                 assert again.status_code in (200, 304)
                 assert server.channel(1)["viewers"] >= 1
                 time.sleep(RELOAD)
-        _, errors = player.communicate(timeout=PLAY_SECONDS + 30)
+        errors = {name: p.communicate(timeout=30)[1] for name, p in players.items()}
     finally:
-        if player.poll() is None:
-            player.kill()
-            player.communicate()
-    assert player.returncode == 0 and errors == "", errors
+        for process in players.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    for name, process in players.items():
+        assert process.returncode == 0 and errors[name] == "", (name, errors[name])
     assert rules.problems == []
     assert segments.problems == []
     assert rules.media_sequence is not None and rules.media_sequence > 0, "nothing left the window"
-    assert len(segments.spans) >= PLAY_SECONDS / SEGMENT_SECONDS - 2
+    assert len(segments.spans) >= SNAPSHOT_SECONDS / SEGMENT_SECONDS - 2
     assert server.metric("exstream_hls_viewers", channel="1") >= 1
     assert server.metric("exstream_hls_segments", channel="1") >= WINDOW
+
+
+def segments_fetched(server: Server) -> float:
+    return server.metric("exstream_hls_requests_total", kind="segment", outcome="ok")
+
+
+def test_hundreds_of_players_through_the_edge_cost_the_origin_one_fetch_per_segment(
+    server: Server, edge: str
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    before = segments_fetched(server)
+    seen: set[str] = set()
+
+    async def watch() -> list[int]:
+        until = asyncio.get_running_loop().time() + WATCH_SECONDS
+        return await asyncio.gather(
+            *(player(edge, seen, i * ARRIVALS / PLAYERS, until, timeout=30) for i in range(PLAYERS))
+        )
+
+    fetched = asyncio.run(watch())
+    origin = segments_fetched(server) - before
+    print(f"{PLAYERS} players fetched {sum(fetched)} segments ({len(seen)} distinct) through "
+          f"the edge; the origin served {origin:g}")  # fmt: skip
+    # Every player got segments, most of them several (a busy machine starves a few).
+    assert min(fetched) >= 1 and sum(fetched) >= 2 * PLAYERS, fetched
+    # About one fetch per segment: a moment of load may let one through twice.
+    assert 1 <= origin <= len(seen) + 2, (origin, len(seen))
 
 
 def test_unknown_segment_is_404_json(server: Server) -> None:
