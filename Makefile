@@ -50,8 +50,12 @@ alerts:
 		amtool check-config alerts/alertmanager.yml; \
 	fi
 
+# Most end-to-end tests wait on real time (streams, restarts, scrapes): three workers
+# overlap those waits. A module's tests stay on one worker (tests/conftest.py).
+TEST_WORKERS ?= 3
+
 unit:
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 stack: setup
 	scripts/stack.sh

@@ -14,6 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from tests.browser.conftest import Browser, BrowserFactory, axe_violations, console_errors
+from tests.conftest import DISCOVERY_PORT_GROUP
 from tests.harness.config import ALWAYS_ON, FAST_HEALTH, port_of
 from tests.harness.network import free_port
 from tests.harness.server import Server, run_cli, run_server
@@ -22,6 +23,8 @@ from tests.htmlpage import parse
 from tests.polling import wait_for
 
 FILMS = ("Evening News", "Film Night")
+
+pytestmark = DISCOVERY_PORT_GROUP  # the demo's tuner discovery binds it
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from service.discovery import (
     decode,
     encode,
 )
+from tests.conftest import DISCOVERY_PORT_GROUP
 from tests.harness.config import write_config
 from tests.harness.server import Server, run_server
 from tests.harness.standin import StandInFactory, spawns
@@ -40,6 +41,8 @@ FOUND = re.compile(r"^hdhomerun device ([0-9A-F]{8}) found at (\d+\.\d+\.\d+\.\d
 LISTENING = "HDHomeRun discovery on UDP"
 NOT_LISTENING = "HDHomeRun discovery is off"
 DISCOVERY_ON = {"discovery": True}
+
+pytestmark = DISCOVERY_PORT_GROUP  # not beside the demo, whose tuner discovery binds it
 
 
 def hdhomerun_config(*args: str) -> str:

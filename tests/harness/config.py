@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from service.config import Settings, parse_settings
 from tests.harness.network import free_port
 
 # Faults are seen within seconds and restarts follow at once, inside a test's patience.
@@ -66,3 +68,13 @@ def one_channel(directory: Path, media: list[Path], **sections: dict[str, Any]) 
 def port_of(config: Path) -> int:
     port: int = tomllib.loads(config.read_text(encoding="utf-8"))["server"]["port"]
     return port
+
+
+def app_settings(
+    data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings for an app run in the test's own process, from a plain dict: as
+    `parse_settings`, with HDHomeRun discovery off unless `data` turns it on (UDP 65001
+    is one per machine: only the tests of discovery ask for it)."""
+    hdhomerun = {"discovery": False, **data.get("hdhomerun", {})}
+    return parse_settings({**data, "hdhomerun": hdhomerun}, path, environ or {})

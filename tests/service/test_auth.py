@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from service.app import create_app
 from service.auth import authorized, needs_token
-from service.config import parse_settings
+from tests.harness.config import app_settings
 from tests.service.api.conftest import running
 
 TOKEN = "correct horse battery staple"
@@ -52,7 +52,7 @@ def test_scheme_is_case_insensitive_and_required() -> None:
 
 async def test_token_required_when_configured(tmp_path: Path) -> None:
     data = {"server": {"data_dir": str(tmp_path / "data")}}
-    settings = parse_settings(data, tmp_path / "channels.toml", {"EXSTREAM_API_TOKEN": TOKEN})
+    settings = app_settings(data, tmp_path / "channels.toml", {"EXSTREAM_API_TOKEN": TOKEN})
     app = create_app(settings, registry=CollectorRegistry())
     good = {"Authorization": f"Bearer {TOKEN}"}
     async with running(app) as client:
@@ -74,6 +74,6 @@ async def test_token_required_when_configured(tmp_path: Path) -> None:
 
 async def test_no_token_configured_means_open(tmp_path: Path) -> None:
     data = {"server": {"data_dir": str(tmp_path / "data")}}
-    app = create_app(parse_settings(data, tmp_path / "c.toml", {}), registry=CollectorRegistry())
+    app = create_app(app_settings(data, tmp_path / "c.toml"), registry=CollectorRegistry())
     async with running(app) as client:
         assert (await client.get("/api/logs/entries")).status_code == 200

@@ -7,8 +7,8 @@ from prometheus_client import CollectorRegistry
 from starlette.datastructures import Headers
 
 from service.app import create_app
-from service.config import parse_settings
 from service.csrf import is_cross_site
+from tests.harness.config import app_settings
 from tests.service.api.conftest import running
 
 HOST = "tv.lan:8410"
@@ -50,7 +50,7 @@ def test_what_is_a_cross_site_request(
 
 async def test_cross_site_posts_are_refused_before_any_handler(tmp_path: Path) -> None:
     data = {"server": {"data_dir": str(tmp_path / "data")}}
-    app = create_app(parse_settings(data, tmp_path / "c.toml", {}), registry=CollectorRegistry())
+    app = create_app(app_settings(data, tmp_path / "c.toml"), registry=CollectorRegistry())
     evil = {"Origin": EVIL, "Content-Type": TEXT}
     async with running(app) as client:
         for path in ("/api/channels/1/restart", "/lineup.post"):

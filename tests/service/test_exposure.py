@@ -13,12 +13,13 @@ from service.__main__ import main
 from service.api.channels import channel_status
 from service.app import create_app
 from service.channels import Channel, ChannelView, ProcessView
-from service.config import ChannelConfig, ServerSettings, parse_settings
+from service.config import ChannelConfig, ServerSettings
 from service.exposure import exposure_warning, is_loopback, shows_paths, without_directories
 from service.media import MediaItem
 from service.playout import Entry, ItemPlan
 from service.runner import ChannelState, ItemSkip, LastCrash
 from telemetry.logging import redact
+from tests.harness.config import app_settings
 from tests.harness.server import run_cli
 from tests.service.api.conftest import running
 
@@ -87,7 +88,7 @@ def app_with_broken_media(
         "ffmpeg": {"ffmpeg": str(root / "no-ffmpeg")},
         "channels": [{"number": 1, "name": "Kids", "media": [str(media)]}],
     }
-    settings = parse_settings(data, root / "channels.toml", environ or {})
+    settings = app_settings(data, root / "channels.toml", environ)
     return create_app(settings, registry=CollectorRegistry()), media
 
 
@@ -123,7 +124,7 @@ async def test_with_a_token_only_its_holder_sees_full_paths(tmp_path: Path) -> N
 
 async def test_no_redirect_takes_its_host_from_the_request(tmp_path: Path) -> None:
     data = {"server": {"data_dir": str(tmp_path / "data")}}
-    app = create_app(parse_settings(data, tmp_path / "c.toml", {}), registry=CollectorRegistry())
+    app = create_app(app_settings(data, tmp_path / "c.toml"), registry=CollectorRegistry())
     async with running(app) as client:
         for path in ("/api/channels/", "/api/channels%2F", "/iptv/channels.m3u/"):
             response = await client.get(path, headers={"Host": "evil.example"})

@@ -26,6 +26,7 @@ from service.logstore import LogFilter, LogStore, micros
 from telemetry.logging import REDACTED, configure_logging, redact, redact_value
 from telemetry.metrics import Metrics
 from tests.damage import DAMAGES
+from tests.harness.config import app_settings
 from tests.loglines import capturing, level_and_message
 from tests.polling import wait_until
 from tests.service.api.conftest import quiet_logs as quiet_logs  # a fixture, used below
@@ -527,9 +528,7 @@ async def test_lines_logged_while_the_app_shuts_down_reach_the_store(tmp_path: P
     # No ffmpeg: the slate fails at once, so nothing holds the shutdown up between its
     # last line and the store's close.
     data = {"server": {"data_dir": str(tmp_path / "data")}, "ffmpeg": {"ffmpeg": "no-ffmpeg"}}
-    app = create_app(
-        parse_settings(data, tmp_path / "channels.toml", {}), registry=CollectorRegistry()
-    )
+    app = create_app(app_settings(data, tmp_path / "channels.toml"), registry=CollectorRegistry())
     store = log_store_of(app)
     seen: list[str] = []
     delivered: list[str] = []

@@ -24,8 +24,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
 from service.app import create_app, log_store_of
-from service.config import parse_settings
 from service.openapi import DOCUMENT
+from tests.harness.config import app_settings
 from tests.harness.inprocess import serving_in_thread
 from tests.service.api.conftest import running
 
@@ -47,7 +47,7 @@ def app_operations(app: Starlette) -> set[tuple[str, str]]:
 
 def make_app(root: Path, environ: dict[str, str] | None = None) -> Starlette:
     data = {"server": {"data_dir": str(root / "data")}}
-    settings = parse_settings(data, root / "channels.toml", environ or {})
+    settings = app_settings(data, root / "channels.toml", environ)
     return create_app(settings, registry=CollectorRegistry())
 
 

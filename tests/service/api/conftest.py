@@ -15,8 +15,9 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.app import create_app
-from service.config import Settings, parse_settings
+from service.config import Settings
 from telemetry.logging import STDLIB_LOGGERS
+from tests.harness.config import app_settings
 
 SettingsFactory = Callable[..., Settings]
 
@@ -27,7 +28,7 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
 
     def make(environ: dict[str, str] | None = None, **sections: Any) -> Settings:
         data = {"server": {"data_dir": str(tmp_path / "data")}, **sections}
-        return parse_settings(data, tmp_path / "channels.toml", environ or {})
+        return app_settings(data, tmp_path / "channels.toml", environ)
 
     return make
 

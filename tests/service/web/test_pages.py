@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
-from service.config import parse_settings
+from tests.harness.config import app_settings
 from tests.htmlpage import Element, parse
 from tests.service.api.conftest import running
 
@@ -32,7 +32,7 @@ async def serving(tmp_path: Path, **server: Any) -> AsyncIterator[httpx.AsyncCli
         "hdhomerun": {"discovery": False},
         "channels": [{**c, "media": [str(media)]} for c in CHANNELS],
     }
-    settings = parse_settings(data, tmp_path / "channels.toml", {})
+    settings = app_settings(data, tmp_path / "channels.toml")
     async with running(create_app(settings, registry=CollectorRegistry())) as client:
         yield client
 
