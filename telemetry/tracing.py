@@ -35,7 +35,9 @@ TRACER = "exstream"
 EXPORTERS = ("otlp", "console", "none")
 OTLP_PROTOCOLS = ("http/protobuf",)
 # Scrapes and probes every few seconds would drown the traces that matter.
-UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz")
+# Polling, not work: scrapes, probes, and the media playlist players reload about once
+# per target duration each (counted by exstream_hls_requests_total).
+UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz", r"/stream/[0-9]+\.m3u8")
 
 
 def route_span_details(scope: Scope) -> tuple[str, dict[str, Any]]:

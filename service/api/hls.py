@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.hls.errors import InvalidSession, SegmentNotFound
-from service.hls.playlist import Variant, etag
+from service.hls.playlist import Variant
 from service.hls.service import HlsService
 from service.types import app_state
 
@@ -53,8 +53,7 @@ def _count(request: Request, kind: str, outcome: str) -> None:
     hls = hls_of(request)
     if number not in hls.feeds:
         return  # no series for channels that do not exist
-    channel = str(number)
-    hls.metrics.hls_requests.labels(channel=channel, kind=kind, outcome=outcome).inc()
+    hls.count(number, kind, outcome)
 
 
 def _head(request: Request) -> Response:
@@ -73,8 +72,7 @@ async def media_playlist(request: Request) -> Response:
     except Exception:
         _count(request, "playlist", "refused")
         raise
-    body = feed.playlist.render(f"{number}/")
-    tag = etag(body)
+    body, tag = feed.playlist.rendered(f"{number}/")
     headers = {
         "Cache-Control": f"public, max-age={feed.target // 2}",
         "ETag": tag,

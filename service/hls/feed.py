@@ -2,7 +2,8 @@
 
 The feed is one more reader of the channel's hub, like an MPEG-TS viewer: the same
 bytes, no second encoder, nothing on disk. It starts with the channel's first HLS
-viewer and stops with its last; the playlist is then emptied, and the next viewer's
+viewer and stops with its last; the playlist then lists nothing (its segments stay
+fetchable a while, for players that read it just before), and the next viewer's
 segments start a new run.
 """
 
@@ -55,6 +56,9 @@ class HlsFeed:
         self.playlist = MediaPlaylist(self.target, hls.window, run=new_run, clock=clock)
         self.failure: str | None = None  # why the channel gives no segments, while it does not
         self._task: asyncio.Task[None] | None = None
+        # Read at each scrape: segments leave memory with time, not only with events.
+        metrics.hls_segments.labels(channel=self.key).set_function(self._held)
+        metrics.hls_segment_bytes.labels(channel=self.key).set_function(self._held_bytes)
         self._changed = asyncio.Event()
         fps = settings.ffmpeg.fps
         frame = round(TICKS / fps)
@@ -76,13 +80,13 @@ class HlsFeed:
             )
 
     def stop(self) -> None:
-        """Stop cutting and forget the segments (the last HLS viewer left)."""
+        """Stop cutting (the last HLS viewer left); the segments go once nobody could
+        still ask for them."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        self.playlist.clear()
+        self.playlist.retire()
         self.failure = None
-        self._held_changed()
 
     async def close(self, timeout: float) -> None:
         task, self._task = self._task, None
@@ -154,11 +158,11 @@ class HlsFeed:
         segment = self.playlist.add(
             cut.data, cut.duration / TICKS, ended_at=self.wall(), codec=cut.codec
         )
-        self._held_changed()
         self._notify()
         return segment
 
-    def _held_changed(self) -> None:
-        held = self.playlist.held
-        self.metrics.hls_segments.labels(channel=self.key).set(len(held))
-        self.metrics.hls_segment_bytes.labels(channel=self.key).set(sum(len(s.data) for s in held))
+    def _held(self) -> float:
+        return len(self.playlist.held)
+
+    def _held_bytes(self) -> float:
+        return sum(len(s.data) for s in self.playlist.held)

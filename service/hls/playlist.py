@@ -58,6 +58,9 @@ class MediaPlaylist:
         self.next_discontinuity = 0
         self._broken = False
         self._end: float | None = None  # Unix time the last segment ends
+        # The text players reload (about once per target duration each), made once per
+        # change of the listed segments: (uri prefix, body, ETag).
+        self._rendered: tuple[str, str, str] | None = None
 
     def add(self, data: bytes, duration: float, *, ended_at: float, codec: str | None) -> Segment:
         """A finished segment that ended (its last frame went out) at Unix time `ended_at`."""
@@ -75,6 +78,7 @@ class MediaPlaylist:
         self.next_sequence += 1
         self._end = start + duration
         self.segments.append(segment)
+        self._rendered = None
         self._trim()
         return segment
 
@@ -83,12 +87,18 @@ class MediaPlaylist:
         if self.next_sequence > 0:
             self._broken = True
 
-    def clear(self) -> None:
-        """Forget every segment (nobody watches): the next ones start a new run."""
-        self.segments.clear()
-        self.removed.clear()
+    def retire(self) -> None:
+        """Nobody watches: list no segment; each stays fetchable for its duration plus the
+        playlist's (a player that read the playlist just before may still ask for it), and
+        the next ones start a new run."""
+        now = self.clock()
+        total = self.duration
+        while self.segments:
+            gone = self.segments.popleft()
+            self.removed.append((now + gone.duration + total, gone))
         self.run = self._new_run()
         self._broken = self.next_sequence > 0
+        self._rendered = None
 
     def find(self, name: str) -> Segment | None:
         self._expire()
@@ -112,6 +122,14 @@ class MediaPlaylist:
 
     def peak_bits_per_second(self) -> float:
         return max((s.bits_per_second for s in self.segments), default=0.0)
+
+    def rendered(self, uri_prefix: str) -> tuple[str, str]:
+        """The playlist's text and its ETag, made again only after the listing changed."""
+        made = self._rendered
+        if made is None or made[0] != uri_prefix:
+            body = self.render(uri_prefix)
+            made = self._rendered = (uri_prefix, body, etag(body))
+        return made[1], made[2]
 
     def render(self, uri_prefix: str) -> str:
         segments = list(self.segments)

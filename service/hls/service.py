@@ -8,6 +8,7 @@ import secrets
 import time
 
 from loguru import logger
+from prometheus_client import Counter
 
 from service.channels import ChannelRegistry
 from service.clock import Clock
@@ -42,6 +43,7 @@ class HlsService:
             for number, channel in registry.channels.items()
         }
         self.viewers = dict.fromkeys(self.feeds, 0)
+        self._counters: dict[tuple[int, str, str], Counter] = {}
         self.sessions = Sessions(
             SESSION_TARGETS * self.target,
             settings.hls.max_sessions,
@@ -69,11 +71,24 @@ class HlsService:
         self.check(number)
         self.sessions.touch(number, session)
         feed = self.feeds[number]
+        if feed.playlist.segments:
+            return feed  # a reload: nothing to wait for
         try:
             await feed.wait_for_segment(self.settings.stream.start_timeout)
         except ChannelUnavailable as exc:
             raise HlsUnavailable(number, exc.reason, self.target) from None
         return feed
+
+    def count(self, number: int, kind: str, outcome: str) -> None:
+        """One more HLS request of `kind` (playlist, multivariant, segment) on a channel."""
+        key = (number, kind, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            requests = self.metrics.hls_requests
+            counter = self._counters[key] = requests.labels(
+                channel=str(number), kind=kind, outcome=outcome
+            )
+        counter.inc()
 
     def _joined(self, number: int) -> None:
         self.registry.add_viewer(self.registry.channels[number])

@@ -86,13 +86,18 @@ def test_program_date_times_follow_the_durations_within_a_run() -> None:
     assert starts[1] - starts[0] == 2.0 and starts[2] - starts[1] == 1.5
 
 
-def test_clear_starts_a_new_run_that_never_reuses_a_name() -> None:
+def test_retire_lists_nothing_keeps_segments_a_while_and_starts_a_new_run() -> None:
     playlist, clock = make()
     for _ in range(3):
         add(playlist, clock)
     names = {s.name for s in playlist.segments}
-    playlist.clear()
-    assert not playlist.held and playlist.find("a-0.ts") is None
+    playlist.retire()
+    assert not playlist.segments and "a-0.ts" not in playlist.render("")
+    # Fetchable for its duration plus the playlist's (2 + 6 s), then gone.
+    clock.now += 7.9
+    assert playlist.find("a-0.ts") is not None and len(playlist.held) == 3
+    clock.now += 0.2
+    assert playlist.find("a-0.ts") is None and not playlist.held
     add(playlist, clock)
     text = playlist.render("")
     parsed = m3u8.loads(text)
@@ -122,3 +127,17 @@ def test_variant_and_etag() -> None:
     assert stream.bandwidth == 3_300_000 and stream.resolution == (1280, 720)
     assert stream.codecs == "avc1.64001f,mp4a.40.2" and stream.frame_rate == 25.0
     assert etag("a") == etag("a") != etag("b")
+
+
+def test_the_rendered_text_is_made_again_exactly_when_the_listing_changes() -> None:
+    playlist, clock = make()
+    add(playlist, clock)
+    body, tag = playlist.rendered("1/")
+    assert (body, tag) == (playlist.render("1/"), etag(body))
+    assert playlist.rendered("1/")[0] is body  # a reload with nothing new: the same text
+    assert playlist.rendered("2/") == (playlist.render("2/"), etag(playlist.render("2/")))
+    add(playlist, clock)
+    assert playlist.rendered("1/") == (playlist.render("1/"), etag(playlist.render("1/")))
+    assert playlist.rendered("1/")[1] != tag
+    playlist.retire()
+    assert playlist.rendered("1/")[0] == playlist.render("1/")

@@ -43,6 +43,10 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
     ):
         for path in ("/metrics", "/healthz", "/readyz", "/api/channels"):
             assert (await client.get(path)).status_code == 200
+        # A media playlist (reloaded by every HLS player) is polling, not traced; the
+        # multivariant playlist that starts a session is (here: a channel that is not).
+        for path in ("/stream/9.m3u8", "/stream/9/index.m3u8"):
+            assert (await client.get(path)).status_code == 404
         traced = await client.get(
             "/api/channels/1", headers={"traceparent": f"00-{parent_trace}-{parent_span}-01"}
         )
@@ -94,9 +98,15 @@ async def test_http_spans_streams_and_logs_share_trace_ids(
 
     assert_documented(exporter.get_finished_spans())
     names = [s.name for s in server_spans(exporter)]
-    # Scrapes and probes are not traced; API routes are, by route template.
+    # Scrapes, probes and media playlists are not traced; API routes are, by route template.
     assert sorted(names) == sorted(
-        ["GET /api/channels", "GET /api/channels/{number:int}", STREAM_ROUTE, STREAM_ROUTE]
+        [
+            "GET /api/channels",
+            "GET /api/channels/{number:int}",
+            "GET /stream/{number:int}/index.m3u8",
+            STREAM_ROUTE,
+            STREAM_ROUTE,
+        ]
     )
     # W3C tracecontext from the caller is continued.
     api = next(s for s in server_spans(exporter) if s.name == "GET /api/channels/{number:int}")
