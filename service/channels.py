@@ -287,14 +287,20 @@ class ChannelRegistry:
         if not self.closing:
             self.start_always_on()
 
-    @asynccontextmanager
-    async def watch(self, number: int) -> AsyncIterator[Subscription]:
-        """A viewer's hold on a channel: starts it on demand, stops it after the idle grace."""
+    def admit(self, number: int) -> Channel:
+        """The channel a viewer asks for, if it may watch it now: ChannelNotFound,
+        ServiceStopping (shutting down) or ChannelUnavailable (failed) otherwise."""
         channel = self.get(number)
         if self.closing:
             raise ServiceStopping()
-        if channel.runner.state == ChannelState.FAILED:
-            raise ChannelUnavailable(number, channel.runner.failure or "failed")
+        if (failure := channel.failure_now()) is not None:
+            raise ChannelUnavailable(number, failure)
+        return channel
+
+    @asynccontextmanager
+    async def watch(self, number: int) -> AsyncIterator[Subscription]:
+        """A viewer's hold on a channel: starts it on demand, stops it after the idle grace."""
+        channel = self.admit(number)
         self.add_viewer(channel)
         try:
             await channel.runner.ensure_started()

@@ -23,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.errors import ChannelUnavailable, ServiceStopping
 from service.hub import Subscription, ViewerDropped
 from service.protocol import ABORT_EXTENSION
 from service.types import AppState, app_state
@@ -197,11 +196,7 @@ async def stream(request: Request) -> Response:
 def _headers_only(state: AppState, number: int) -> Response:
     """What GET would answer, without its body: the refusals GET makes before starting
     the channel, else the stream's headers."""
-    channel = state.channels.get(number)
-    if state.channels.closing:
-        raise ServiceStopping()
-    if (failure := channel.failure_now()) is not None:
-        raise ChannelUnavailable(number, failure)
+    state.channels.admit(number)
     response = Response(headers=STREAM_HEADERS, media_type=TransportStreamResponse.media_type)
     del response.headers["content-length"]  # an endless body has none
     return response

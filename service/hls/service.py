@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from service.channels import ChannelRegistry
 from service.clock import Clock
 from service.config import Settings
-from service.errors import ChannelUnavailable, ServiceStopping
+from service.errors import ChannelUnavailable
 from service.hls.errors import HlsUnavailable
 from service.hls.feed import HlsFeed
 from service.hls.sessions import Sessions
@@ -60,11 +60,10 @@ class HlsService:
 
     def check(self, number: int) -> None:
         """The refusals a playlist request would get, without starting anything (HEAD)."""
-        channel = self.registry.get(number)
-        if self.registry.closing:
-            raise ServiceStopping()
-        if (failure := channel.failure_now()) is not None:
-            raise HlsUnavailable(number, failure, self.target)
+        try:
+            self.registry.admit(number)
+        except ChannelUnavailable as exc:
+            raise HlsUnavailable(number, exc.reason, self.target) from None
 
     async def watch(self, number: int, session: str) -> HlsFeed:
         """A playlist request of `session`: the channel's feed once it lists a segment."""
