@@ -105,7 +105,7 @@ class HlsService:
         self.metrics.hls_viewers.labels(channel=str(number)).set(self.viewers[number])
         if self.viewers[number] == 0:
             logger.bind(channel=str(number)).info(
-                "channel {} has no HLS viewer left: segments dropped", number
+                "channel {} has no HLS viewer left: no more segments cut", number
             )
             self.feeds[number].stop()
 
