@@ -31,6 +31,9 @@ from service.runner import ChannelRunner, ChannelState, ItemSkip, LastCrash
 from service.slate import SlateClip
 from telemetry.metrics import Metrics
 
+# Why viewers were ended when another instance of the cluster took the channel over.
+MOVED = "moved"
+
 
 @dataclass(frozen=True)
 class ProcessView:
@@ -282,7 +285,7 @@ class ChannelRegistry:
             if channel.idle_stop is not None:
                 channel.idle_stop.cancel()
                 channel.idle_stop = None
-            channel.hub.end_viewers("moved")
+            channel.hub.end_viewers(MOVED)
             await channel.runner.stop()
         if not self.closing:
             self.start_always_on()

@@ -18,7 +18,7 @@ import time
 
 from loguru import logger
 
-from service.channels import Channel
+from service.channels import MOVED, Channel
 from service.clock import Clock
 from service.config import Settings
 from service.errors import ChannelUnavailable, ServiceStopping
@@ -146,6 +146,11 @@ class HlsFeed:
             except ViewerDropped as exc:
                 self.failure = exc.reason
                 self._notify()
+                if exc.reason == MOVED:
+                    # Its players go to the instance that runs it now: starting it again
+                    # here would run it twice. A request sent here again starts a new feed.
+                    log.info("channel {} runs on another instance now: no HLS here", self.key)
+                    return
                 log.warning(
                     "HLS of channel {} lost the stream ({}): a new run", self.key, exc.reason
                 )

@@ -70,6 +70,7 @@ class HlsService:
         self.check(number)
         self.sessions.touch(number, session)
         feed = self.feeds[number]
+        feed.start()  # if it stopped meanwhile (the channel ran on another instance a while)
         if feed.playlist.segments:
             return feed  # a reload: nothing to wait for
         try:

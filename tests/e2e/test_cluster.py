@@ -263,3 +263,30 @@ def test_a_killed_instances_channels_move_to_the_other_and_play_through_the_fron
         for child in children:  # the victim's own processes, left without their parent
             with contextlib.suppress(psutil.Error):
                 child.kill()
+
+
+def test_hls_where_a_channel_ran_meanwhile_stops_when_it_moves_back(
+    cluster: tuple[str, list[Instance]],
+) -> None:
+    _, (first, second) = cluster
+    number = next(n for n in ALWAYS_ON if owner(n) == first.name)
+    wait_for(lambda: number in first.running(), 30, "the owner running")
+    first.server.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: number in second.running(), 15, "the channel taken over")
+        # A player of the channel's HLS on the instance that runs it meanwhile.
+        playlist = httpx.get(f"{second.server.base_url}/stream/{number}.m3u8", timeout=30)
+        assert playlist.status_code == 200, playlist.text
+    finally:
+        first.server.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: second.cluster()[first.name], 15, "the owner seen up again")
+    # The channel went back; once the player's session there has ended, nothing runs it
+    # there (its HLS did not start it again when its viewers were sent away).
+    wait_for(
+        lambda: second.server.metric("exstream_hls_viewers", channel=str(number)) == 0,
+        30,
+        "the session's end",
+    )
+    assert number not in second.running() and number not in second.children()
+    assert "runs on another instance now: no HLS here" in second.server.log()
+    wait_for(lambda: number in first.running(), 30, "the owner running it again")
