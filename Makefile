@@ -51,11 +51,11 @@ alerts:
 	fi
 
 # Most end-to-end tests wait on real time (streams, restarts, scrapes): three workers
-# overlap those waits. A module's tests stay on one worker (tests/conftest.py).
+# overlap those waits. A module's tests stay on one worker (they share its servers).
 TEST_WORKERS ?= 3
 
 unit:
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 stack: setup
 	scripts/stack.sh

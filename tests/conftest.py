@@ -8,18 +8,6 @@ import pytest
 
 from service.demo import make_clip
 
-# Tests that need UDP 65001 (one per machine), held by a tuner's discovery: run one after
-# the other when the suite runs in parallel (`make test`: pytest-xdist, --dist loadgroup).
-DISCOVERY_PORT_GROUP = pytest.mark.xdist_group("udp-65001")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """In parallel runs, a module's tests stay on one worker (they share its servers),
-    unless the module names a group of its own."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
 
 class FakeClock:
     """A clock that only moves when told to, and a sleep that moves it."""

@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 
+from tests.harness.network import discovery_port_held
 from tests.polling import wait_for, wait_until
 
 
@@ -28,3 +29,11 @@ async def test_wait_until_lets_other_tasks_run_between_checks() -> None:
     assert await wait_until(lambda: next(calls) == 3, 10, "the fourth call", 0) is True
     with pytest.raises(AssertionError, match="waiting for never"):
         await wait_until(lambda: None, 0, "never", 0)
+
+
+def test_the_discovery_port_is_held_by_one_test_at_a_time() -> None:
+    refused = pytest.raises(AssertionError, match="UDP 65001, held by another test")
+    with discovery_port_held(), refused, discovery_port_held(timeout=0.3):
+        pass
+    with discovery_port_held(timeout=5):  # free again once the holder's block ended
+        pass

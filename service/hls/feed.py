@@ -56,6 +56,7 @@ class HlsFeed:
         self.playlist = MediaPlaylist(self.target, hls.window, run=new_run, clock=clock)
         self.failure: str | None = None  # why the channel gives no segments, while it does not
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # frees the retired segments
         # Read at each scrape: segments leave memory with time, not only with events.
         metrics.hls_segments.labels(channel=self.key).set_function(self._held)
         metrics.hls_segment_bytes.labels(channel=self.key).set_function(self._held_bytes)
@@ -85,10 +86,22 @@ class HlsFeed:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        self.playlist.retire()
+        self._retire()
         self.failure = None
 
+    def _retire(self) -> None:
+        """List nothing more; free the segments' memory once nobody may ask for them,
+        whether or not anything asks before."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = self.playlist.retire()
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay + 0.1, self.playlist.expire, context=contextvars.Context()
+        )
+
     async def close(self, timeout: float) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -148,8 +161,10 @@ class HlsFeed:
                 self._notify()
                 if exc.reason == MOVED:
                     # Its players go to the instance that runs it now: starting it again
-                    # here would run it twice. A request sent here again starts a new feed.
+                    # here would run it twice. A request sent here again starts a new feed
+                    # (with a new run of segments).
                     log.info("channel {} runs on another instance now: no HLS here", self.key)
+                    self._retire()
                     return
                 log.warning(
                     "HLS of channel {} lost the stream ({}): a new run", self.key, exc.reason

@@ -87,10 +87,10 @@ class MediaPlaylist:
         if self.next_sequence > 0:
             self._broken = True
 
-    def retire(self) -> None:
+    def retire(self) -> float:
         """Nobody watches: list no segment; each stays fetchable for its duration plus the
         playlist's (a player that read the playlist just before may still ask for it), and
-        the next ones start a new run."""
+        the next ones start a new run. Returns the seconds until the last may go."""
         now = self.clock()
         total = self.duration
         while self.segments:
@@ -99,9 +99,10 @@ class MediaPlaylist:
         self.run = self._new_run()
         self._broken = self.next_sequence > 0
         self._rendered = None
+        return max((until for until, _ in self.removed), default=now) - now
 
     def find(self, name: str) -> Segment | None:
-        self._expire()
+        self.expire()
         for segment in reversed(self.segments):
             if segment.name == name:
                 return segment
@@ -117,7 +118,7 @@ class MediaPlaylist:
     @property
     def held(self) -> list[Segment]:
         """Every segment kept in memory: listed, and left but still fetchable."""
-        self._expire()
+        self.expire()
         return [*self.segments, *(segment for _, segment in self.removed)]
 
     def peak_bits_per_second(self) -> float:
@@ -161,9 +162,10 @@ class MediaPlaylist:
             gone = segments.popleft()
             total -= gone.duration
             self.removed.append((now + gone.duration + total, gone))
-        self._expire()
+        self.expire()
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """Forget the segments that left the playlist and that nobody may ask for now."""
         now = self.clock()
         while self.removed and self.removed[0][0] <= now:
             self.removed.popleft()

@@ -14,17 +14,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from tests.browser.conftest import Browser, BrowserFactory, axe_violations, console_errors
-from tests.conftest import DISCOVERY_PORT_GROUP
 from tests.harness.config import ALWAYS_ON, FAST_HEALTH, port_of
-from tests.harness.network import free_port
+from tests.harness.network import discovery_port_held, free_port
 from tests.harness.server import Server, run_cli, run_server
 from tests.harness.standin import stand_in_channels
 from tests.htmlpage import parse
 from tests.polling import wait_for
 
 FILMS = ("Evening News", "Film Night")
-
-pytestmark = DISCOVERY_PORT_GROUP  # the demo's tuner discovery binds it
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +210,8 @@ def test_the_demo_as_make_run_serves_it(tmp_path: Path, browser: BrowserFactory)
     assert written.returncode == 0, written.stderr
     config = tmp_path / "channels.toml"
     assert port_of(config) == port
-    with run_server(config, cwd=tmp_path) as server:
+    # The demo's tuner binds UDP 65001: not while another test process's tuner does.
+    with discovery_port_held(), run_server(config, cwd=tmp_path) as server:
         numbers = [c["number"] for c in server.get("/api/channels").json()["channels"]]
         wait_for(lambda: server.channel(numbers[0])["state"] == "running", 60, "the demo")
         driver = browser()

@@ -18,6 +18,7 @@ import pytest
 
 from service.cluster import rendezvous
 from tests.harness import nginx, processes
+from tests.harness.hlsplayer import edge_in_front
 from tests.harness.network import free_port
 from tests.harness.server import Server, serve_argv
 from tests.harness.standin import StandInFactory
@@ -208,7 +209,7 @@ def test_playlists_guide_and_lineup_of_either_instance_name_every_channel_at_the
 
 
 def test_an_instance_asked_directly_for_another_ones_channel_redirects_to_it(
-    cluster: tuple[str, list[Instance]],
+    cluster: tuple[str, list[Instance]], tmp_path: Path
 ) -> None:
     _, members = cluster
     by_name = {m.name: m for m in members}
@@ -228,6 +229,12 @@ def test_an_instance_asked_directly_for_another_ones_channel_redirects_to_it(
     with (
         httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as client,
         client.stream("GET", url, headers=forged, timeout=10) as response,
+    ):
+        assert response.status_code == 302, response.status_code
+    # Nor through an edge cache in front of the instance (a proxy it trusts).
+    with (
+        edge_in_front(asked, tmp_path / "edge") as (edge, _),
+        httpx.stream("GET", f"{edge}/stream/{number}.ts", headers=forged, timeout=10) as response,
     ):
         assert response.status_code == 302, response.status_code
     with (

@@ -13,6 +13,7 @@ import shutil
 import socket
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from service.discovery import (
     decode,
     encode,
 )
-from tests.conftest import DISCOVERY_PORT_GROUP
 from tests.harness.config import write_config
+from tests.harness.network import discovery_port_held
 from tests.harness.server import Server, run_server
 from tests.harness.standin import StandInFactory, spawns
 from tests.polling import wait_for
@@ -42,7 +43,12 @@ LISTENING = "HDHomeRun discovery on UDP"
 NOT_LISTENING = "HDHomeRun discovery is off"
 DISCOVERY_ON = {"discovery": True}
 
-pytestmark = DISCOVERY_PORT_GROUP  # not beside the demo, whose tuner discovery binds it
+
+@pytest.fixture(scope="module", autouse=True)
+def discovery_port() -> Iterator[None]:
+    """No other test process (the demo's tuner) binds UDP 65001 while these run."""
+    with discovery_port_held():
+        yield
 
 
 def hdhomerun_config(*args: str) -> str:

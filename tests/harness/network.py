@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.polling import wait_for
 
 
 def free_socket() -> socket.socket:
@@ -26,3 +33,25 @@ def free_udp_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def discovery_port_held(timeout: float = 240.0) -> Iterator[None]:
+    """Hold this machine's UDP 65001 (HDHomeRun discovery: one per machine) against the
+    other test processes that ask for it (`make test` runs several), until the block ends;
+    wait for it at most `timeout` s."""
+    path = Path(tempfile.gettempdir()) / "exstream-tests-udp-65001.lock"
+    with path.open("a+b") as lock:
+        wait_for(lambda: _try_lock(lock.fileno()), timeout, "UDP 65001, held by another test")
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

@@ -91,7 +91,7 @@ def test_retire_lists_nothing_keeps_segments_a_while_and_starts_a_new_run() -> N
     for _ in range(3):
         add(playlist, clock)
     names = {s.name for s in playlist.segments}
-    playlist.retire()
+    assert playlist.retire() == 8.0  # seconds until the last may go
     assert not playlist.segments and "a-0.ts" not in playlist.render("")
     # Fetchable for its duration plus the playlist's (2 + 6 s), then gone.
     clock.now += 7.9
