@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from service.demo import make_clip
+from telemetry.logging import STDLIB_LOGGERS
 
 
 class FakeClock:
@@ -60,3 +64,20 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, float], li
 def chdir_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+@pytest.fixture
+def quiet_logs() -> Iterator[None]:
+    """Tests that call configure_logging get loguru's and logging's defaults back."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    yield
+    logger.remove()
+    logger.configure(patcher=lambda record: None, extra={})
+    logger.add(sys.stderr)
+    root.handlers, root.level = saved
+    for name in STDLIB_LOGGERS:
+        std = logging.getLogger(name)
+        std.handlers = []
+        std.propagate = True
+        std.setLevel(logging.NOTSET)

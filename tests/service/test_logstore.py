@@ -29,7 +29,6 @@ from tests.damage import DAMAGES
 from tests.harness.config import app_settings
 from tests.loglines import capturing, level_and_message
 from tests.polling import wait_until
-from tests.service.api.conftest import quiet_logs as quiet_logs  # a fixture, used below
 from tests.service.api.conftest import running
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -103,7 +103,7 @@ def log_entries() -> Iterator[list[dict[str, Any]]]:
     configure_logging("DEBUG", "json", stream=io.StringIO(), sinks=[entries.append])
     yield entries
     logger.remove()
-    logger.configure(patcher=None)
+    logger.configure(patcher=None, extra={})
     logger.add(sys.stderr)
     for name in STDLIB_LOGGERS:
         std = logging.getLogger(name)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from loguru import logger
 from opentelemetry.sdk.trace import ReadableSpan
 from prometheus_client import CollectorRegistry
@@ -16,6 +17,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from telemetry.logging import configure_logging
 from telemetry.metrics import Metrics
+
+# These tests configure loguru for the whole process: its defaults come back after each.
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "telemetry.md"

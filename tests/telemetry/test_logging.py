@@ -7,10 +7,14 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from loguru import logger
 from opentelemetry.sdk.trace import TracerProvider
 
 from telemetry.logging import STDERR_QUEUE, configure_logging, flush_logging
+
+# These tests configure loguru for the whole process: its defaults come back after each.
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 def test_entries_carry_the_active_span_also_through_the_queue_and_from_stdlib(

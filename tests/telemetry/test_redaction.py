@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import httpx
+import pytest
 from loguru import logger
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -14,6 +15,9 @@ from telemetry.logging import REDACTED, configure_logging, flush_logging
 from tests.harness.inprocess import serving
 from tests.polling import wait_until
 from tests.telemetry.conftest import TracedApp
+
+# These tests configure loguru for the whole process: its defaults come back after each.
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 SECRETS = ("SECRET-QUERY", "SECRET-BEARER", "SECRET-EXTRA", "SECRET-NESTED", "SECRET-LOCAL")
 

@@ -1,22 +1,18 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from loguru import logger
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.app import create_app
 from service.config import Settings
-from telemetry.logging import STDLIB_LOGGERS
 from tests.harness.config import app_settings
 
 SettingsFactory = Callable[..., Settings]
@@ -56,23 +52,6 @@ def make_app(make_settings: SettingsFactory) -> Callable[..., Starlette]:
         return create_app(make_settings(environ, **sections), registry=CollectorRegistry())
 
     return make
-
-
-@pytest.fixture
-def quiet_logs() -> Iterator[None]:
-    """Tests that call configure_logging get loguru's and logging's defaults back."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    yield
-    logger.remove()
-    logger.configure(patcher=lambda record: None, extra={})
-    logger.add(sys.stderr)
-    root.handlers, root.level = saved
-    for name in STDLIB_LOGGERS:
-        std = logging.getLogger(name)
-        std.handlers = []
-        std.propagate = True
-        std.setLevel(logging.NOTSET)
 
 
 # service/restart.py passes tenacity's `initial`, deprecated in tenacity 9.2; not ours to fix.
