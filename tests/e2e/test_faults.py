@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import subprocess
 import time
@@ -19,7 +20,7 @@ from tests.e2e.wire import worst_gap
 from tests.harness import processes
 from tests.harness.config import FAST_HEALTH, one_channel, port_of, write_config
 from tests.harness.processes import alive
-from tests.harness.server import run_server, serve_argv
+from tests.harness.server import Server, run_server, serve_argv
 from tests.harness.standin import FAKE_FFMPEG_STORM, StandInFactory, spawns
 from tests.harness.viewer import Viewer
 from tests.polling import wait_for
@@ -189,6 +190,11 @@ def test_channel_whose_process_always_exits_fails_after_exactly_max_restarts(
         wait_for(lambda: len(spawns(log, "4")) > 4, 10, "a spawn after the reset")
 
 
+def restart_attempts(server: Server, channel: int) -> int:
+    """The restart attempts the server logged for `channel`."""
+    return len(re.findall(rf"restart attempt [0-9]+ of channel {channel}\b", server.log()))
+
+
 def test_failed_on_demand_channel_ends_its_viewers_and_stays_failed_when_idle(
     stand_in: StandInFactory,
 ) -> None:
@@ -205,7 +211,11 @@ def test_failed_on_demand_channel_ends_its_viewers_and_stays_failed_when_idle(
         assert not viewer.is_alive() and viewer.error is None
         assert viewer.arrivals
         assert server.channel(9)["state"] == "failed"
-        assert len(spawns(log, "9")) == 1 + 2
+        # The server's own count of processes (a stand-in starved of CPU may be killed
+        # before it writes its spawn line): the first, then max_restarts attempts.
+        attempts = functools.partial(restart_attempts, server, 9)
+        assert attempts() == 2
+        assert len(spawns(log, "9")) <= 1 + 2
         # Idle now, past its idle grace: still failed, no new process, viewers refused.
         probes = server.metric("exstream_event_loop_lag_seconds_count")
         wait_for(
@@ -215,7 +225,7 @@ def test_failed_on_demand_channel_ends_its_viewers_and_stays_failed_when_idle(
         )
         assert server.channel(9)["state"] == "failed"
         assert server.get("/stream/9.ts").status_code == 503
-        assert len(spawns(log, "9")) == 3
+        assert attempts() == 2
 
 
 def test_garbage_output_is_a_stall(stand_in: StandInFactory) -> None:
