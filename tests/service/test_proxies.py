@@ -34,7 +34,7 @@ def seen_by_app(
             app=TrustedProxies(echo, trusted=trusted), client=(peer, 50000)
         )
         async with httpx.AsyncClient(transport=transport, base_url="http://exstream") as client:
-            response = await client.get("/stream/1.ts", headers=headers)
+            response = await client.get("/api/channels", headers=headers)
             body: dict[str, str | None] = response.json()
             return body
 
